@@ -1,0 +1,159 @@
+"""python -m textgen_core train | sample | evaluate
+
+Bad input or settings end with status 2 and one ``error: ...`` line on stderr, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+from tqdm import tqdm
+
+from . import api
+from .corpus import read_file
+from .errors import TextgenError
+from .models import ARCHITECTURES, PRESETS
+from .runs import RunSettings, train_model
+from .tokenizers import TOKENIZER_KINDS
+from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m textgen_core",
+                                     description="Train, sample and evaluate text-generation models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model on a text file")
+    train.add_argument("corpus", help="a plain-text file (any common encoding)")
+    train.add_argument("--out", required=True, help="model folder to write (or resume)")
+    train.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char")
+    train.add_argument("--vocab-size", type=int, help="word-vocabulary cap or SentencePiece size")
+    train.add_argument("--model", choices=ARCHITECTURES, default="gru")
+    train.add_argument("--preset", choices=PRESETS, default="small")
+    for name in ("embedding", "hidden", "layers", "context"):
+        train.add_argument(f"--{name}", type=int, help=f"override the preset's {name}")
+    train.add_argument("--dropout", type=float, help="override the preset's dropout")
+    defaults = TrainConfig()
+    train.add_argument("--seq-len", type=int, default=defaults.seq_len)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    train.add_argument("--max-steps", type=int)
+    train.add_argument("--epochs", type=float)
+    train.add_argument("--max-minutes", type=float)
+    train.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--patience", type=int, help="evaluations without improvement before stopping")
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+
+    sample = commands.add_parser("sample", help="generate text from a model folder or Hub repo id")
+    sample.add_argument("model", help="model folder or Hub repo id (owner/name)")
+    sample.add_argument("--prompt", default="")
+    sample.add_argument("--length", type=int, default=200, help="tokens to generate per sample")
+    sample.add_argument("--temperature", type=float, nargs="+", default=[0.8],
+                        help="one or more temperatures (0 = greedy)")
+    sample.add_argument("--top-k", type=int)
+    sample.add_argument("--top-p", type=float)
+    sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument("--seed", type=int, default=None, help="same seed, same text")
+
+    evaluate = commands.add_parser("evaluate", help="loss and bits per char of a model on a text file")
+    evaluate.add_argument("model", help="model folder or Hub repo id (owner/name)")
+    evaluate.add_argument("textfile")
+    return parser
+
+
+class _Progress:
+    """tqdm bar fed by trainer events; evaluations are printed as lines above it."""
+
+    def __init__(self, total: Optional[int]) -> None:
+        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.val = ""
+
+    def __call__(self, event) -> None:
+        if isinstance(event, TrainProgress):
+            self.bar.update(event.step - self.bar.n)
+            self.bar.set_postfix_str(f"loss {event.train_loss:.3f}{self.val} {event.tokens_per_s:,.0f} tok/s")
+        elif isinstance(event, EvalResult):
+            mark = " *best*" if event.is_best else ""
+            self.val = f" val {event.val_loss:.3f}"
+            tqdm.write(f"step {event.step:>6}  train {event.train_loss:.4f}  val {event.val_loss:.4f} "
+                       f"({event.val_bpc:.3f} bits/char){mark}", file=sys.stderr)
+        elif isinstance(event, TrainingEnded):
+            self.bar.close()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    corpus = read_file(args.corpus)
+    train_config = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                               weight_decay=args.weight_decay, max_steps=args.max_steps,
+                               epochs=args.epochs, max_minutes=args.max_minutes,
+                               eval_every=args.eval_every, patience=args.patience,
+                               device=args.device, seed=args.seed).validated()
+    settings = RunSettings(tokenizer=args.tokenizer, vocab_size=args.vocab_size, arch=args.model,
+                           preset=args.preset, embedding=args.embedding, hidden=args.hidden,
+                           layers=args.layers, dropout=args.dropout, context=args.context,
+                           val_fraction=args.val_fraction, train=train_config)
+    stop = threading.Event()
+    # First Ctrl-C: finish the current step, keep the best weights, write the folder.
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        result = train_model(corpus, settings, args.out, callbacks=(_Progress(train_config.max_steps),),
+                             stop_event=stop, resume=args.resume,
+                             command="python -m textgen_core " + shlex.join(sys.argv[1:]))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    end = result.history.end
+    print(end.message)
+    print(f"saved to {args.out} ({result.bundle.model.num_parameters():,} parameters)")
+    return 0
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    bundle = api.load(args.model)
+    labelled = len(args.temperature) > 1 or args.num_samples > 1
+    for temperature in args.temperature:
+        if not labelled:  # one sample: print it as it is generated
+            for piece in api.stream(bundle, args.prompt, args.length, temperature, args.top_k,
+                                    args.top_p, args.seed):
+                print(piece, end="", flush=True)
+            print()
+            continue
+        texts = api.generate(bundle, args.prompt, args.length, temperature, args.top_k, args.top_p,
+                             args.num_samples, args.seed)
+        for index, text in enumerate(texts, 1):
+            print(f"=== temperature {temperature:g}, sample {index} ===")
+            print(text)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    bundle = api.load(args.model)
+    scores = api.evaluate(bundle, read_file(args.textfile, min_chars=2).text)
+    print(f"loss {scores['loss']:.4f} nats/token  {scores['bpc']:.4f} bits/char  "
+          f"({scores['tokens']:,} tokens, {scores['chars']:,} characters)")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}
+    try:
+        return handlers[args.command](args)
+    except TextgenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unreadable input, unwritable output folder, full disk
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

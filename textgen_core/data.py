@@ -1,0 +1,66 @@
+"""Token ids -> train/validation split -> batches, all views over one compact integer tensor."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigError, CorpusError
+
+
+def to_id_tensor(ids: list[int], vocab_size: int) -> torch.Tensor:
+    """One 1-D tensor in the smallest integer type that holds every id (int16 for most vocabularies)."""
+    dtype = torch.int16 if vocab_size <= torch.iinfo(torch.int16).max else torch.int32
+    return torch.tensor(ids, dtype=dtype)
+
+
+@dataclass
+class TokenSplit:
+    train: torch.Tensor  # (N_train,) ids, the first part of the text
+    val: torch.Tensor    # (N_val,) ids, the last part: never seen in training
+
+
+def split_ids(ids: torch.Tensor, val_fraction: float, seq_len: int) -> TokenSplit:
+    """Contiguous split: the last ``val_fraction`` of the tokens is validation.
+
+    Both parts must hold at least one window of ``seq_len + 1`` tokens; the message says how long
+    the text must be otherwise.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"validation fraction must be between 0 and 1 (got {val_fraction})")
+    n_val = int(round(len(ids) * val_fraction))
+    n_train = len(ids) - n_val
+    need = seq_len + 1
+    if n_train < need or n_val < 2:
+        shortest = int(need / (1 - val_fraction)) + 2
+        raise CorpusError(
+            f"the text has {len(ids)} tokens, too few for windows of {seq_len} tokens with "
+            f"{val_fraction:.0%} held out for validation; use a text of at least about {shortest} "
+            f"tokens or a shorter sequence length")
+    return TokenSplit(train=ids[:n_train], val=ids[n_train:])
+
+
+def random_windows(ids: torch.Tensor, batch: int, seq_len: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch`` random windows: inputs (B, T) and next-token targets (B, T), int64 on ids' device.
+
+    Start offsets come from ``generator`` on the CPU, so a seed fixes the batches on any device.
+    """
+    starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator)
+    index = starts[:, None] + torch.arange(seq_len + 1)            # (B, T + 1), a gather, no copies
+    window = ids[index.to(ids.device, non_blocking=True)].long()
+    return window[:, :-1], window[:, 1:]
+
+
+def eval_streams(ids: torch.Tensor, max_streams: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole split as parallel contiguous streams: inputs and targets, each (S, L) int64.
+
+    The model reads each stream chunk by chunk with its state carried, so every target token is
+    predicted with all of its stream's earlier text (up to the model's own context limit).
+    """
+    usable = len(ids) - 1
+    streams = max(1, min(max_streams, usable // seq_len))
+    length = usable // streams
+    inputs = ids[: streams * length].view(streams, length).long()
+    targets = ids[1 : streams * length + 1].view(streams, length).long()
+    return inputs, targets

@@ -1,0 +1,37 @@
+"""GRU and LSTM language models on cuDNN's fused kernels (nn.GRU / nn.LSTM)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import LanguageModel, State
+
+
+class RNNLanguageModel(LanguageModel):
+    """embedding -> dropout -> stacked GRU/LSTM -> dropout -> linear head over the vocabulary.
+
+    State: ``h`` of shape (layers, B, hidden) for a GRU, ``(h, c)`` for an LSTM.
+    """
+
+    def __init__(self, arch: str = "gru", vocab_size: int = 1, embedding: int = 64,
+                 hidden: int = 256, layers: int = 2, dropout: float = 0.1, context: int = 128,
+                 heads: int = 4, kernel_size: int = 3) -> None:
+        super().__init__(arch, vocab_size, embedding, hidden, layers, dropout, context, heads,
+                         kernel_size)
+        rnn_class = {"gru": nn.GRU, "lstm": nn.LSTM}[arch]
+        self.embed = nn.Embedding(vocab_size, embedding)
+        self.drop = nn.Dropout(dropout)
+        # inter-layer dropout is built into cuDNN's stacked RNN; it is only defined for layers > 1
+        self.rnn = rnn_class(embedding, hidden, num_layers=layers, batch_first=True,
+                             dropout=dropout if layers > 1 else 0.0)
+        self.head = nn.Linear(hidden, vocab_size)
+
+    def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        x = self.drop(self.embed(ids))              # (B, T, embedding)
+        out, state = self.rnn(x, state)             # (B, T, hidden)
+        return self.head(self.drop(out)), state     # (B, T, vocab)
+
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
+        cfg = self.config
+        h = torch.zeros(cfg.layers, batch, cfg.hidden, device=device or self.device)
+        return (h, torch.zeros_like(h)) if cfg.arch == "lstm" else h

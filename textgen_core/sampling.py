@@ -1,0 +1,163 @@
+"""Sampling: the prompt is read once, then one token at a time with the model's state carried.
+
+Logit filters are tiny pure functions; ``sample_ids`` yields token ids for a batch of samples and
+``stream_text`` turns them into text pieces as they come.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+
+from .errors import ConfigError
+from .models import LanguageModel
+from .tokenizers import Tokenizer
+
+MAX_LENGTH = 100_000   # tokens per sample; longer requests are refused, never silently cut
+MAX_SAMPLES = 256
+
+# Toggling oneDNN off for sampling makes torch warn about an unrelated Intel-GPU TF32 setting.
+warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+
+
+@dataclass
+class SamplingOptions:
+    length: int = 200                 # new tokens per sample
+    temperature: float = 0.8          # 0 means greedy (always the most likely token)
+    top_k: Optional[int] = None       # keep only the k most likely tokens (None: all)
+    top_p: Optional[float] = None     # keep the smallest set whose probability reaches p (None or 1: all)
+    num_samples: int = 1              # samples drawn together in one batch
+    seed: Optional[int] = None        # same seed, same text; None draws a fresh one
+
+    def validated(self) -> "SamplingOptions":
+        if not isinstance(self.length, int) or not 0 <= self.length <= MAX_LENGTH:
+            raise ConfigError(f"length must be a whole number from 0 to {MAX_LENGTH} (got {self.length!r})")
+        if not 0 <= self.temperature <= 100:
+            raise ConfigError(f"temperature must be from 0 to 100 (got {self.temperature!r})")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ConfigError(f"top-k must be a whole number of at least 1 (got {self.top_k!r})")
+        if self.top_p is not None and not 0 <= self.top_p <= 1:
+            raise ConfigError(f"top-p must be from 0 to 1 (got {self.top_p!r})")
+        if not isinstance(self.num_samples, int) or not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise ConfigError(f"number of samples must be from 1 to {MAX_SAMPLES} (got {self.num_samples!r})")
+        if self.seed is not None and not -2**63 <= self.seed < 2**64:
+            raise ConfigError(f"seed must fit in 64 bits (got {self.seed!r})")
+        return self
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Logits outside the k largest per row set to -inf. (B, V) -> (B, V)."""
+    k = min(k, logits.shape[-1])
+    threshold = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the most likely tokens until their probability reaches p (at least one)."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    # drop a token when the tokens before it already reach p; the first token always stays
+    drop = (probs.cumsum(dim=-1) - probs) >= p
+    drop[..., 0] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def pick_next(logits: torch.Tensor, options: SamplingOptions,
+              generator: torch.Generator) -> torch.Tensor:
+    """(B, V) logits -> (B,) next ids under temperature, top-k and top-p."""
+    if options.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / options.temperature
+    if options.top_k is not None:
+        logits = top_k_filter(logits, options.top_k)
+    if options.top_p is not None and options.top_p < 1:
+        logits = top_p_filter(logits, options.top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _cpu_rnn_fast_path(model: LanguageModel) -> contextlib.AbstractContextManager:
+    """oneDNN makes one LSTM step several times slower on the CPU; plain kernels are faster here."""
+    if model.device.type == "cpu":
+        return torch.backends.mkldnn.flags(enabled=False)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions,
+               banned_ids: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
+    """Yield (num_samples,) next-token ids, ``options.length`` times.
+
+    The prompt is read in one forward pass; afterwards each step feeds only the newest token.
+    ``banned_ids`` (e.g. the unknown token) are never produced.
+    """
+    options.validated()
+    if not prompt_ids:
+        raise ConfigError("the prompt encodes to no tokens")
+    device = model.device
+    generator = torch.Generator(device=device)
+    if options.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(options.seed % 2**64)
+    was_training = model.training
+    model.eval()
+    try:
+        with _cpu_rnn_fast_path(model):
+            ids = torch.tensor([prompt_ids] * options.num_samples, device=device)   # (B, P)
+            logits, state = model(ids)
+            for _ in range(options.length):
+                last = logits[:, -1, :]
+                if banned_ids and len(banned_ids) < last.shape[-1]:
+                    last = last.clone()
+                    last[:, list(banned_ids)] = float("-inf")
+                next_ids = pick_next(last, options, generator)                      # (B,)
+                yield next_ids
+                logits, state = model(next_ids[:, None], state)
+    finally:
+        model.train(was_training)
+
+
+def start_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
+    """The prompt's ids; an empty prompt starts after a newline (or the first token) instead."""
+    if prompt:
+        ids = tokenizer.encode(prompt)
+        if ids:
+            return ids
+    newline = tokenizer.encode("\n")
+    return newline if newline and tokenizer.unk_id not in newline else [0]
+
+
+class _IncrementalDecoder:
+    """Decodes ids one at a time, holding back pieces that end inside a multi-byte character."""
+
+    def __init__(self, tokenizer: Tokenizer, max_pending: int = 8) -> None:
+        self.tokenizer, self.max_pending, self.pending = tokenizer, max_pending, []
+
+    def push(self, token_id: int) -> str:
+        self.pending.append(token_id)
+        text = self.tokenizer.decode(self.pending)
+        if text.endswith("\ufffd") and len(self.pending) < self.max_pending:
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self) -> str:
+        text = self.tokenizer.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
+
+
+def stream_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str,
+                options: SamplingOptions) -> Iterator[list[str]]:
+    """Yield, per step, the new text of every sample (a list of num_samples strings)."""
+    banned = (tokenizer.unk_id,) if tokenizer.unk_id is not None else ()
+    decoders = [_IncrementalDecoder(tokenizer) for _ in range(options.num_samples)]
+    for next_ids in sample_ids(model, start_ids(tokenizer, prompt), options, banned):
+        yield [decoder.push(i) for decoder, i in zip(decoders, next_ids.tolist())]
+    tails = [decoder.flush() for decoder in decoders]
+    if any(tails):
+        yield tails

@@ -1,0 +1,68 @@
+"""The one tokenizer interface every variant implements.
+
+Contract shared by all tokenizers:
+- ``fit(text)`` learns a vocabulary from text (replacing any earlier one) and returns ``self``.
+- ``encode(text)`` never raises on unseen input: unknown pieces map to an unknown id (or bytes).
+- ``decode(ids)`` is concatenative: ``decode(a + b) == decode(a) + decode(b)`` whenever no
+  multi-byte character is split between ``a`` and ``b``; the sampler relies on this to stream.
+- ``save(folder)`` writes ``tokenizer.json`` (plus variant files); ``load(folder)`` reads only
+  JSON and the variant's own data files, never pickle.
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class Tokenizer(ABC):
+    kind: str = "base"  # short name stored in tokenizer.json, e.g. "char"
+
+    def __init__(self) -> None:
+        # Human-readable remarks made while fitting (e.g. "vocabulary reduced from 8000 to 3120").
+        self.notes: list[str] = []
+
+    @abstractmethod
+    def fit(self, text: str) -> "Tokenizer":
+        """Learn the vocabulary from ``text``; returns self."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Text to token ids; unseen input maps to an unknown id, never raises."""
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str:
+        """Token ids to text (see the module docstring for the concatenation rule)."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Number of distinct ids the model must predict."""
+
+    @property
+    def unk_id(self) -> int | None:
+        """Id of the unknown token, or None when the tokenizer has none (e.g. byte fallback)."""
+        return None
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each id shown on its own, for displaying how a text is split."""
+        return [self.decode([i]) for i in ids]
+
+    # --- persistence -------------------------------------------------------------------------
+    @abstractmethod
+    def to_dict(self) -> dict:
+        """JSON-able state written to tokenizer.json (must include "type": self.kind)."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, state: dict, folder: Path) -> "Tokenizer":
+        """Rebuild from the dict written by ``to_dict`` (and files in ``folder``)."""
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = self.to_dict()
+        state["type"] = self.kind
+        (folder / TOKENIZER_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,357 @@
+"""Trainer: the loop, schedule, evaluation, early stopping, best weights and resume.
+
+It never prints and knows no UI: progress leaves as plain dataclass events passed to callbacks.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint
+from .data import TokenSplit, random_windows
+from .errors import ConfigError
+from .evaluation import autocast_for, bits_per_char, total_nats
+from .models import LanguageModel
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64               # windows per optimizer step
+    seq_len: int = 128                 # tokens per window (backpropagation length)
+    lr: float = 3e-3                   # peak learning rate for AdamW
+    weight_decay: float = 0.01         # decoupled weight decay, matrices and embeddings only
+    warmup_steps: int = 50             # linear warm-up, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1          # floor of the cosine schedule, as a share of lr
+    grad_clip: float = 1.0             # max global gradient norm (0 disables clipping)
+    max_steps: Optional[int] = None    # budget in optimizer steps (counted over resumes)
+    epochs: Optional[float] = None     # budget in passes over the training tokens
+    max_minutes: Optional[float] = None  # budget in wall-clock minutes (counted over resumes)
+    eval_every: int = 100              # steps between validation passes
+    log_every: int = 10                # steps between train-loss reports (each costs one sync)
+    patience: Optional[int] = None     # stop after this many evaluations without improvement
+    eval_streams: int = 64             # parallel streams the validation split is read in
+    device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
+    precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    seed: int = 0                      # fixes batches and dropout; with the model seed, the run
+
+    def validated(self) -> "TrainConfig":
+        def check(name: str, ok: bool, rule: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name.replace('_', ' ')} {rule} (got {getattr(self, name)!r})")
+
+        for name in ("batch_size", "seq_len", "eval_every", "log_every", "eval_streams"):
+            check(name, isinstance(getattr(self, name), int) and 1 <= getattr(self, name) <= 1_000_000,
+                  "must be a whole number from 1 to 1000000")
+        check("lr", isinstance(self.lr, (int, float)) and 0 < self.lr <= 10, "must be above 0 and at most 10")
+        check("weight_decay", 0 <= self.weight_decay <= 10, "must be from 0 to 10")
+        check("warmup_steps", self.warmup_steps >= 0, "must not be negative")
+        check("grad_clip", self.grad_clip >= 0, "must not be negative")
+        check("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be from 0 to 1")
+        check("max_steps", self.max_steps is None or self.max_steps >= 1, "must be at least 1")
+        check("epochs", self.epochs is None or self.epochs > 0, "must be above 0")
+        check("max_minutes", self.max_minutes is None or self.max_minutes > 0, "must be above 0")
+        check("patience", self.patience is None or self.patience >= 1, "must be at least 1")
+        check("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda")
+        check("precision", self.precision in ("auto", "fp32", "bf16"), "must be auto, fp32 or bf16")
+        check("seed", isinstance(self.seed, int) and -2**63 <= self.seed < 2**64, "must be a 64-bit integer")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device cuda was asked for, but no CUDA GPU is available; use auto or cpu")
+        if self.max_steps is None and self.epochs is None and self.max_minutes is None:
+            self.max_steps = 1000
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrainProgress:
+    """Every ``log_every`` steps: the mean training loss since the last report."""
+    step: int
+    epoch: float
+    train_loss: float
+    lr: float
+    tokens_per_s: float
+    elapsed: float       # wall seconds of this run, resumes included
+    progress: float      # share of the budget used, 0..1
+    kind: str = "train"
+
+
+@dataclass
+class EvalResult:
+    """Every ``eval_every`` steps and at the end: a full pass over the validation split."""
+    step: int
+    epoch: float
+    train_loss: float    # mean training loss since the previous evaluation
+    val_loss: float      # nats per token
+    val_bpc: float       # bits per character
+    lr: float
+    tokens_per_s: float
+    elapsed: float
+    progress: float
+    is_best: bool
+    best_val_loss: float
+    kind: str = "eval"
+
+
+@dataclass
+class TrainingEnded:
+    step: int
+    reason: str          # max_steps | epochs | time | early_stopping | stopped | diverged
+    message: str
+    best_step: Optional[int]
+    best_val_loss: Optional[float]
+    best_val_bpc: Optional[float]
+    elapsed: float
+    kind: str = "end"
+
+
+Event = TrainProgress | EvalResult | TrainingEnded
+
+
+@dataclass
+class History:
+    points: list[dict] = field(default_factory=list)   # TrainProgress / EvalResult as dicts
+    end: Optional[TrainingEnded] = None
+
+    @property
+    def evals(self) -> list[dict]:
+        return [p for p in self.points if p["kind"] == "eval"]
+
+
+class Trainer:
+    def __init__(self, model: LanguageModel, split: TokenSplit, config: TrainConfig,
+                 chars_per_token: float = 1.0, callbacks: tuple[Callable[[Event], None], ...] = (),
+                 checkpoint_dir: str | Path | None = None) -> None:
+        self.config = config.validated()
+        self.device = resolve_device(config.device)
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") \
+            if config.precision == "auto" else config.precision
+        self.model = model.to(self.device)
+        self.train_ids = split.train.to(self.device)
+        self.val_ids = split.val.to(self.device)
+        self.chars_per_token = chars_per_token
+        self.callbacks = list(callbacks)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.optimizer = self._make_optimizer()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)  # dropout masks
+        self.tokens_per_step = config.batch_size * config.seq_len
+        self.total_steps = self._total_steps()
+        self.step = 0
+        self.elapsed_before = 0.0       # seconds spent in earlier sessions of this run
+        self.history = History()
+        self.best_val_loss = math.inf
+        self.best_step: Optional[int] = None
+        self.best_state: Optional[dict[str, torch.Tensor]] = None
+        self.evals_since_best = 0
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": self.config.weight_decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=(0.9, 0.99), fused=fused)
+
+    def _total_steps(self) -> Optional[int]:
+        budgets = []
+        if self.config.max_steps is not None:
+            budgets.append(self.config.max_steps)
+        if self.config.epochs is not None:
+            budgets.append(math.ceil(self.config.epochs * len(self.train_ids) / self.tokens_per_step))
+        return min(budgets) if budgets else None
+
+    # --- schedule ----------------------------------------------------------------------------
+    def _progress(self, elapsed: float) -> float:
+        shares = []
+        if self.total_steps:
+            shares.append(self.step / self.total_steps)
+        if self.config.max_minutes:
+            shares.append(elapsed / (60 * self.config.max_minutes))
+        return min(1.0, max(shares)) if shares else 0.0
+
+    def _lr(self, progress: float) -> float:
+        cfg = self.config
+        warmup = min(cfg.warmup_steps, (self.total_steps or cfg.warmup_steps * 10) // 10)
+        if self.step < warmup:
+            return cfg.lr * (self.step + 1) / warmup
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+    def _budget_reason(self, elapsed: float) -> Optional[str]:
+        if self.total_steps is not None and self.step >= self.total_steps:
+            return "max_steps" if self.total_steps == self.config.max_steps else "epochs"
+        if self.config.max_minutes and elapsed >= 60 * self.config.max_minutes:
+            return "time"
+        return None
+
+    # --- the loop ----------------------------------------------------------------------------
+    def fit(self, stop_event: Optional[threading.Event] = None) -> History:
+        cfg = self.config
+        start = time.perf_counter()
+        elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        since_log = since_eval_loss = 0.0
+        since_eval_count = 0
+        window_start, window_steps, lr = time.perf_counter(), 0, cfg.lr
+        last_eval_step = self.step if self.history.evals else -1
+        reason = None
+        while reason is None:
+            reason = self._budget_reason(elapsed())
+            if reason is None and stop_event is not None and stop_event.is_set():
+                reason = "stopped"
+            if reason is not None:
+                break
+            lr = self._lr(self._progress(elapsed()))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum += self._train_step()
+            self.step += 1
+            window_steps += 1
+            if self.step % cfg.log_every and self.step % cfg.eval_every:
+                continue
+            # Reading the loss syncs with the device: only here, every log_every steps.
+            mean_loss = loss_sum.item() / window_steps
+            tokens_per_s = window_steps * self.tokens_per_step / (time.perf_counter() - window_start)
+            loss_sum.zero_()
+            since_eval_loss += mean_loss * window_steps
+            since_eval_count += window_steps
+            window_steps = 0
+            if not math.isfinite(mean_loss):
+                reason = "diverged"
+                break
+            self._emit(TrainProgress(self.step, self._epoch(), mean_loss, lr, tokens_per_s, elapsed(),
+                                     self._progress(elapsed())))
+            if self.step % cfg.eval_every == 0:
+                reason = self._evaluate(since_eval_loss / since_eval_count, lr, tokens_per_s,
+                                        elapsed(), self._progress(elapsed()))
+                last_eval_step = self.step
+                since_eval_loss, since_eval_count = 0.0, 0
+            window_start = time.perf_counter()
+        if reason != "diverged" and last_eval_step != self.step and self.step > 0:
+            train_loss = since_eval_loss / since_eval_count if since_eval_count else math.nan
+            self._evaluate(train_loss, lr, math.nan, elapsed(), self._progress(elapsed()))
+        return self._finish(reason, elapsed())
+
+    def _train_step(self) -> torch.Tensor:
+        cfg = self.config
+        inputs, targets = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.generator)
+        with autocast_for(self.device, self.precision):
+            logits, _ = self.model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        return loss.detach()
+
+    def _epoch(self) -> float:
+        return self.step * self.tokens_per_step / len(self.train_ids)
+
+    def _evaluate(self, train_loss: float, lr: float, tokens_per_s: float, elapsed: float,
+                  progress: float) -> Optional[str]:
+        """One validation pass; returns "early_stopping" when patience has run out."""
+        nats, count = total_nats(self.model, self.val_ids, self.config.seq_len,
+                                 self.config.eval_streams, self.precision)
+        val_loss = nats / count
+        is_best = val_loss < self.best_val_loss
+        if is_best:
+            self.best_val_loss, self.best_step, self.evals_since_best = val_loss, self.step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.evals_since_best += 1
+        self._emit(EvalResult(self.step, self._epoch(), train_loss, val_loss,
+                              bits_per_char(val_loss, self.chars_per_token), lr, tokens_per_s,
+                              elapsed, progress, is_best, self.best_val_loss))
+        if self.checkpoint_dir is not None:
+            self.save_checkpoint(elapsed, save_best=is_best)
+        patience = self.config.patience
+        return "early_stopping" if patience and self.evals_since_best >= patience else None
+
+    def _emit(self, event: Event) -> None:
+        if not isinstance(event, TrainingEnded):
+            self.history.points.append(asdict(event))
+        for callback in self.callbacks:
+            callback(event)
+
+    def _finish(self, reason: str, elapsed: float) -> History:
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        best_bpc = None if self.best_step is None else bits_per_char(self.best_val_loss, self.chars_per_token)
+        message = self._end_message(reason, best_bpc)
+        end = TrainingEnded(self.step, reason, message, self.best_step,
+                            None if self.best_step is None else self.best_val_loss, best_bpc, elapsed)
+        self.history.end = end
+        self.elapsed_before = elapsed
+        self._emit(end)
+        return self.history
+
+    def _end_message(self, reason: str, best_bpc: Optional[float]) -> str:
+        best = ("no validation result yet" if self.best_step is None else
+                f"best validation loss {self.best_val_loss:.4f} nats/token ({best_bpc:.3f} bits/char) "
+                f"at step {self.best_step}")
+        return {
+            "max_steps": f"reached the step budget ({self.total_steps} steps); {best}",
+            "epochs": f"reached the epoch budget ({self.config.epochs} epochs, {self.total_steps} steps); {best}",
+            "time": f"reached the time budget ({self.config.max_minutes} min) at step {self.step}; {best}",
+            "early_stopping": (f"early stopping: validation loss did not improve in {self.config.patience} "
+                               f"evaluations; {best}"),
+            "stopped": f"stopped by request at step {self.step}; {best}",
+            "diverged": (f"training diverged at step {self.step} (the loss became NaN or infinite); "
+                         f"{'kept the best weights: ' + best if self.best_step is not None else 'nothing was kept'}. "
+                         f"Lower the learning rate (now {self.config.lr:g})"),
+        }[reason]
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, elapsed: float, save_best: bool) -> None:
+        folder = self.checkpoint_dir
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim_tensors, optim_scalars = checkpoint.optimizer_to_flat(self.optimizer.state_dict())
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.batches"] = self.generator.get_state()
+        if torch.cuda.is_available():
+            tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        if save_best and self.best_state is not None:
+            checkpoint.save_tensors(folder / checkpoint.BEST_TENSORS, self.best_state)
+        checkpoint.write_resume(folder, tensors, {
+            "step": self.step, "elapsed": elapsed, "optimizer": optim_scalars,
+            "best_val_loss": self.best_val_loss if self.best_step is not None else None,
+            "best_step": self.best_step, "history": self.history.points,
+            "train_config": asdict(self.config),
+        })
+
+    def resume(self, folder: str | Path) -> None:
+        """Continue from a checkpoint folder: weights, optimizer, step, RNG, history, best so far."""
+        folder = Path(folder)
+        tensors, state = checkpoint.read_resume(folder)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.optimizer.load_state_dict(checkpoint.optimizer_from_flat(tensors, state["optimizer"]))
+        torch.set_rng_state(tensors["rng.torch"])
+        self.generator.set_state(tensors["rng.batches"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"])
+        self.step, self.elapsed_before = state["step"], state["elapsed"]
+        self.history = History(points=state["history"])
+        if state["best_step"] is not None:
+            self.best_step, self.best_val_loss = state["best_step"], state["best_val_loss"]
+            self.best_state = checkpoint.load_tensors(folder / checkpoint.BEST_TENSORS)
+        self.evals_since_best = 0  # a resumed run gets its full patience again
