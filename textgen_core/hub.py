@@ -176,3 +176,29 @@ def load(source: str | Path, revision: Optional[str] = None, device: str | torch
         raise ModelFolderError(f"'{source}' is neither a model folder nor a Hub repo id of the form owner/name")
     bundle.source = str(source)
     return bundle
+
+
+# --- publishing ------------------------------------------------------------------------------
+def push_folder(folder: str | Path, repo_id: str, token: Optional[str] = None, private: bool = False,
+                api=None) -> str:
+    """Upload a model folder (not its resume checkpoint) to a Hub model repo; returns the repo URL.
+
+    ``token`` falls back to HF_TOKEN or the Hub login; it is passed to huggingface_hub only and
+    never printed, logged or written to the folder.
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    load_folder(folder)  # refuse to publish a folder that would not load
+    if not is_repo_id(repo_id):
+        raise ConfigError(f"'{repo_id}' is not a Hub repo id; use the form owner/name")
+    api = api or HfApi()
+    try:
+        url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, token=token,
+                          allow_patterns=HUB_FILE_PATTERNS, ignore_patterns=["checkpoint/*"],
+                          commit_message=f"Upload {folder.name} with textgen_core")
+    except Exception as exc:  # network and auth errors vary by transport; the token never appears in them
+        raise HubError(f"uploading to {repo_id} failed: {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from exc
+    return str(url)

@@ -20,7 +20,7 @@ from .card import hardware_name, render_card
 from .corpus import Corpus
 from .data import split_ids, to_id_tensor
 from .errors import ConfigError, TrainingDiverged
-from .models import ModelConfig, build_model
+from .models import LanguageModel, ModelConfig, build_model
 from .sampling import SamplingOptions, stream_text
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
 from .training import Event, History, TrainConfig, Trainer
@@ -66,11 +66,22 @@ def has_model(folder: Path) -> bool:
     return (folder / hub.CONFIG_FILE).exists() or (folder / CHECKPOINT_DIR).exists()
 
 
-def train_model(corpus: Corpus, settings: RunSettings, out_dir: str | Path,
-                callbacks: tuple[Callable[[Event], None], ...] = (),
-                stop_event: Optional[threading.Event] = None, resume: bool = False,
-                name: Optional[str] = None, command: Optional[str] = None) -> RunResult:
-    """Train (or resume) and write the model folder with the best weights; returns it loaded."""
+@dataclass
+class PreparedRun:
+    """Everything a run needs before ``trainer.fit``: callers may add callbacks that use the model."""
+    corpus: Corpus
+    settings: RunSettings
+    out_dir: Path
+    tokenizer: Tokenizer
+    model: LanguageModel
+    trainer: Trainer
+    name: str
+    command: Optional[str] = None
+
+
+def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
+                name: Optional[str] = None, command: Optional[str] = None) -> PreparedRun:
+    """Fit (or reload) the tokenizer, encode, split, build the model and its Trainer."""
     out_dir = Path(out_dir)
     if resume:
         if not (out_dir / CHECKPOINT_DIR).is_dir():
@@ -86,27 +97,31 @@ def train_model(corpus: Corpus, settings: RunSettings, out_dir: str | Path,
     split = split_ids(ids, settings.val_fraction, settings.train.seq_len)
     torch.manual_seed(settings.train.seed)
     model = build_model(config)
-    if not resume:  # the config folder is written first so that a crash can still be resumed
+    if not resume:  # tokenizer and config go first, so that a crash mid-run can still be resumed
         out_dir.mkdir(parents=True, exist_ok=True)
         tokenizer.save(out_dir)
         atomic_write_text(out_dir / hub.CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
-    trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val), callbacks,
+    trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val),
                       checkpoint_dir=out_dir / CHECKPOINT_DIR)
     if resume:
         trainer.resume(out_dir / CHECKPOINT_DIR)
-    history = trainer.fit(stop_event)
-    end = history.end
+    return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command)
+
+
+def finish_run(run: PreparedRun, history: History) -> RunResult:
+    """Write the model folder (best weights, history, run.json, card) and return it loaded."""
+    end, trainer, tokenizer, model = history.end, run.trainer, run.tokenizer, run.model
     if end.best_step is None:
         raise TrainingDiverged(end.message) if end.reason == "diverged" else ConfigError(
             f"training ended before any validation ({end.message}); give it more steps")
     info = {
-        "name": name or out_dir.name,
-        "corpus": {"name": corpus.name, "chars": len(corpus.text), "encoding": corpus.encoding},
+        "name": run.name,
+        "corpus": {"name": run.corpus.name, "chars": len(run.corpus.text), "encoding": run.corpus.encoding},
         "tokenizer": {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "notes": tokenizer.notes},
-        "model": config.to_dict(),
+        "model": model.config.to_dict(),
         "parameters": model.num_parameters(),
         "train_config": asdict(trainer.config),
-        "val_fraction": settings.val_fraction,
+        "val_fraction": run.settings.val_fraction,
         "chars_per_token": trainer.chars_per_token,
         "steps": end.step,
         "elapsed_s": end.elapsed,
@@ -117,12 +132,22 @@ def train_model(corpus: Corpus, settings: RunSettings, out_dir: str | Path,
         "stop_message": end.message,
         "hardware": hardware_name(trainer.device),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
+        "command": run.command,
     }
     samples = card_samples(model, tokenizer, trainer.chars_per_token)
-    hub.save_folder(out_dir, model, tokenizer, history.points, info, render_card(info, samples))
-    bundle = hub.Bundle(model, tokenizer, info, history.points, out_dir, str(out_dir))
+    hub.save_folder(run.out_dir, model, tokenizer, history.points, info, render_card(info, samples))
+    bundle = hub.Bundle(model, tokenizer, info, history.points, run.out_dir, str(run.out_dir))
     return RunResult(bundle, history)
+
+
+def train_model(corpus: Corpus, settings: RunSettings, out_dir: str | Path,
+                callbacks: tuple[Callable[[Event], None], ...] = (),
+                stop_event: Optional[threading.Event] = None, resume: bool = False,
+                name: Optional[str] = None, command: Optional[str] = None) -> RunResult:
+    """Train (or resume) and write the model folder with the best weights; returns it loaded."""
+    run = prepare_run(corpus, settings, out_dir, resume, name, command)
+    run.trainer.callbacks.extend(callbacks)
+    return finish_run(run, run.trainer.fit(stop_event))
 
 
 def card_samples(model, tokenizer: Tokenizer, chars_per_token: float, count: int = 3) -> list[str]:

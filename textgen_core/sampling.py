@@ -154,7 +154,7 @@ class _IncrementalDecoder:
 def stream_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str,
                 options: SamplingOptions) -> Iterator[list[str]]:
     """Yield, per step, the new text of every sample (a list of num_samples strings)."""
-    banned = (tokenizer.unk_id,) if tokenizer.unk_id is not None else ()
+    banned = tokenizer.never_generate
     decoders = [_IncrementalDecoder(tokenizer) for _ in range(options.num_samples)]
     for next_ids in sample_ids(model, start_ids(tokenizer, prompt), options, banned):
         yield [decoder.push(i) for decoder, i in zip(decoders, next_ids.tolist())]

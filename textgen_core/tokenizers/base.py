@@ -46,6 +46,11 @@ class Tokenizer(ABC):
         """Id of the unknown token, or None when the tokenizer has none (e.g. byte fallback)."""
         return None
 
+    @property
+    def never_generate(self) -> tuple[int, ...]:
+        """Ids the sampler must never produce (the unknown token(s))."""
+        return () if self.unk_id is None else (self.unk_id,)
+
     def token_strings(self, ids: list[int]) -> list[str]:
         """Each id shown on its own, for displaying how a text is split."""
         return [self.decode([i]) for i in ids]
