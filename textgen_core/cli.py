@@ -73,10 +73,11 @@ class _Progress:
     """tqdm bar fed by trainer events; evaluations are printed as lines above it."""
 
     def __init__(self, total: Optional[int]) -> None:
-        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)
-        self.val = ""
+        self.total, self.bar, self.val = total, None, ""
 
     def __call__(self, event) -> None:
+        if self.bar is None:  # created on the first event, so early errors print alone
+            self.bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr)
         if isinstance(event, TrainProgress):
             self.bar.update(event.step - self.bar.n)
             self.bar.set_postfix_str(f"loss {event.train_loss:.3f}{self.val} {event.tokens_per_s:,.0f} tok/s")
@@ -106,7 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train_model(corpus, settings, args.out, callbacks=(_Progress(train_config.max_steps),),
                              stop_event=stop, resume=args.resume,
-                             command="python -m textgen_core " + shlex.join(sys.argv[1:]))
+                             command="python -m textgen_core " + shlex.join(args.argv))
     finally:
         signal.signal(signal.SIGINT, previous)
     end = result.history.end
@@ -142,7 +143,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}
     try:
         return handlers[args.command](args)

@@ -109,14 +109,15 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
         with _cpu_rnn_fast_path(model):
             ids = torch.tensor([prompt_ids] * options.num_samples, device=device)   # (B, P)
             logits, state = model(ids)
-            for _ in range(options.length):
+            for step in range(options.length):
                 last = logits[:, -1, :]
                 if banned_ids and len(banned_ids) < last.shape[-1]:
                     last = last.clone()
                     last[:, list(banned_ids)] = float("-inf")
                 next_ids = pick_next(last, options, generator)                      # (B,)
                 yield next_ids
-                logits, state = model(next_ids[:, None], state)
+                if step + 1 < options.length:  # the last token needs no forward pass
+                    logits, state = model(next_ids[:, None], state)
     finally:
         model.train(was_training)
 

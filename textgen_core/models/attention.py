@@ -57,7 +57,7 @@ class Block(nn.Module):
 
 
 class AttentionLanguageModel(LanguageModel):
-    """embedding -> projection -> transformer blocks -> norm -> head; sees ``context`` tokens back.
+    """embedding -> projection -> transformer blocks -> norm -> head; each block sees ``context`` tokens.
 
     State: per block, the cached keys and values (B, heads, <= context - 1, head_dim).
     """
@@ -74,6 +74,8 @@ class AttentionLanguageModel(LanguageModel):
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, vocab_size)
         self.register_buffer("slopes", alibi_slopes(heads), persistent=False)
+        # each block looks context - 1 positions back, so stacked blocks reach further
+        self.receptive_field = layers * (context - 1) + 1
 
     def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         if state is None:

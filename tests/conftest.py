@@ -1,0 +1,26 @@
+"""Shared fixtures: small real text and the shared corpora (tests skip when those are absent)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+SMALL_TEXT = (
+    "The quick brown fox jumps over the lazy dog.\n"
+    "A stitch in time saves nine; the early bird catches the worm.\n"
+    "All that glitters is not gold, and still waters run deep.\n"
+) * 12
+
+
+@pytest.fixture
+def small_text() -> str:
+    return SMALL_TEXT
+
+
+def shared_corpus(name: str) -> Path:
+    path = DATA_DIR / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    return path

@@ -1,0 +1,142 @@
+"""Trainer behaviour: event order, budgets, early stopping, divergence, stop, resume, seeds."""
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from textgen_core import ConfigError, ModelConfig, TrainConfig, Trainer, build_model
+from textgen_core.data import TokenSplit, split_ids, to_id_tensor
+from textgen_core.tokenizers import CharTokenizer
+
+
+def char_split(text: str, val_fraction: float = 0.2, seq_len: int = 16):
+    tokenizer = CharTokenizer().fit(text)
+    ids = to_id_tensor(tokenizer.encode(text), tokenizer.vocab_size)
+    return tokenizer, split_ids(ids, val_fraction, seq_len)
+
+
+def make_trainer(split: TokenSplit, vocab: int, events=None, arch="gru", **overrides) -> Trainer:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_preset(arch, "tiny", vocab, hidden=32, embedding=16))
+    settings = dict(batch_size=8, seq_len=16, lr=1e-2, max_steps=30, eval_every=10, log_every=5,
+                    device="cpu", seed=3)
+    settings.update(overrides)
+    callbacks = (events.append,) if events is not None else ()
+    checkpoint_dir = settings.pop("checkpoint_dir", None)
+    return Trainer(model, split, TrainConfig(**settings), callbacks=callbacks, checkpoint_dir=checkpoint_dir)
+
+
+def test_events_arrive_in_order_with_validation(small_text):
+    tokenizer, split = char_split(small_text)
+    events = []
+    history = make_trainer(split, tokenizer.vocab_size, events).fit()
+    kinds = [e.kind for e in events]
+    assert kinds[-1] == "end" and kinds.count("end") == 1
+    steps = [e.step for e in events if e.kind != "end"]
+    assert steps == sorted(steps)
+    evals = [e for e in events if e.kind == "eval"]
+    assert [e.step for e in evals] == [10, 20, 30]
+    for e in evals:
+        assert math.isclose(e.val_bpc, e.val_loss / math.log(2))  # char level: one char per token
+        assert e.tokens_per_s > 0 and e.lr > 0
+    assert evals[-1].val_loss < math.log(tokenizer.vocab_size)  # learned something
+    assert history.end.reason == "max_steps" and history.end.best_step is not None
+    assert [p["step"] for p in history.evals] == [10, 20, 30]
+
+
+def test_same_seed_same_run(small_text):
+    tokenizer, split = char_split(small_text)
+    first = make_trainer(split, tokenizer.vocab_size).fit()
+    second = make_trainer(split, tokenizer.vocab_size).fit()
+    assert [p["val_loss"] for p in first.evals] == [p["val_loss"] for p in second.evals]
+    third = make_trainer(split, tokenizer.vocab_size, seed=4).fit()
+    assert [p["val_loss"] for p in first.evals] != [p["val_loss"] for p in third.evals]
+
+
+def test_epoch_and_time_budgets(small_text):
+    tokenizer, split = char_split(small_text)
+    trainer = make_trainer(split, tokenizer.vocab_size, max_steps=None, epochs=0.5)
+    history = trainer.fit()
+    assert history.end.reason == "epochs"
+    assert history.end.step == math.ceil(0.5 * len(split.train) / (8 * 16))
+    history = make_trainer(split, tokenizer.vocab_size, max_steps=None, max_minutes=0.01).fit()
+    assert history.end.reason == "time" and history.end.elapsed >= 0.6
+
+
+def test_stop_event_ends_cleanly_between_steps(small_text):
+    tokenizer, split = char_split(small_text)
+    stop = threading.Event()
+    events = []
+    trainer = make_trainer(split, tokenizer.vocab_size, events, max_steps=1000)
+    trainer.callbacks.append(lambda e: stop.set() if e.kind == "train" and e.step == 15 else None)
+    history = trainer.fit(stop)
+    assert history.end.reason == "stopped" and history.end.step == 15
+    assert history.evals[-1]["step"] == 15  # a final evaluation, so the best weights are known
+
+
+def test_early_stopping_when_validation_turns_up():
+    # Training text teaches "aab" patterns; the validation text follows the opposite rule,
+    # so validation loss rises while training loss falls.
+    text = "aab" * 400 + "bba" * 100
+    tokenizer, split = char_split(text, val_fraction=0.2)
+    history = make_trainer(split, tokenizer.vocab_size, max_steps=500, eval_every=5, patience=2).fit()
+    assert history.end.reason == "early_stopping"
+    assert history.end.step < 500
+    assert "did not improve in 2 evaluations" in history.end.message
+    best = min(p["val_loss"] for p in history.evals)
+    assert history.end.best_val_loss == best
+
+
+def test_divergence_stops_and_keeps_best_weights(small_text):
+    tokenizer, split = char_split(small_text)
+    trainer = make_trainer(split, tokenizer.vocab_size, max_steps=100)
+
+    def corrupt_after_first_eval(event):
+        if event.kind == "eval" and event.step == 10:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    trainer.callbacks.append(corrupt_after_first_eval)
+    history = trainer.fit()
+    assert history.end.reason == "diverged"
+    assert "Lower the learning rate" in history.end.message and history.end.best_step == 10
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_resume_continues_the_same_run(small_text, tmp_path):
+    """Stopped at step 20 and resumed to 40 gives the same result as 40 steps in one go."""
+    tokenizer, split = char_split(small_text)
+    straight = make_trainer(split, tokenizer.vocab_size, max_steps=40).fit()
+
+    stop = threading.Event()
+    first = make_trainer(split, tokenizer.vocab_size, max_steps=40, checkpoint_dir=tmp_path)
+    first.callbacks.append(lambda e: stop.set() if e.kind == "eval" and e.step == 20 else None)
+    assert first.fit(stop).end.step == 20
+
+    second = make_trainer(split, tokenizer.vocab_size, max_steps=40, checkpoint_dir=tmp_path)
+    second.resume(tmp_path)
+    assert second.step == 20
+    history = second.fit()
+    assert history.end.step == 40
+    assert [p["step"] for p in history.evals] == [10, 20, 30, 40]
+    torch.testing.assert_close(history.evals[-1]["val_loss"], straight.evals[-1]["val_loss"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lr=0), "lr must be above 0"),
+    (dict(batch_size=0), "batch size must be"),
+    (dict(max_steps=0), "max steps must be at least 1"),
+    (dict(patience=0), "patience must be at least 1"),
+    (dict(device="tpu"), "device must be"),
+])
+def test_bad_settings_are_refused(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig(**bad).validated()
+
+
+def test_too_short_for_a_window_is_refused():
+    with pytest.raises(Exception, match="too few for windows"):
+        split_ids(torch.arange(20), 0.1, seq_len=64)
