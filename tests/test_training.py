@@ -140,3 +140,19 @@ def test_bad_settings_are_refused(bad, message):
 def test_too_short_for_a_window_is_refused():
     with pytest.raises(Exception, match="too few for windows"):
         split_ids(torch.arange(20), 0.1, seq_len=64)
+
+
+def test_out_of_memory_stops_with_advice_and_keeps_best(small_text, monkeypatch):
+    tokenizer, split = char_split(small_text)
+    trainer = make_trainer(split, tokenizer.vocab_size, max_steps=100)
+    real_step = trainer._train_step
+
+    def step_then_oom():
+        if trainer.step >= 12:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_step()
+
+    monkeypatch.setattr(trainer, "_train_step", step_then_oom)
+    history = trainer.fit()
+    assert history.end.reason == "out_of_memory" and history.end.step == 12
+    assert "Lower the batch size" in history.end.message and history.end.best_step == 10

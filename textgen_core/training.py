@@ -73,6 +73,12 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+def release_memory(device: torch.device) -> None:
+    """Give cached GPU memory back after an out-of-memory error so that the app keeps working."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +118,7 @@ class EvalResult:
 @dataclass
 class TrainingEnded:
     step: int
-    reason: str          # max_steps | epochs | time | early_stopping | stopped | diverged
+    reason: str          # max_steps | epochs | time | early_stopping | stopped | diverged | out_of_memory
     message: str
     best_step: Optional[int]
     best_val_loss: Optional[float]
@@ -222,7 +228,13 @@ class Trainer:
             lr = self._lr(self._progress(elapsed()))
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum += self._train_step()
+            try:
+                loss_sum += self._train_step()
+            except (torch.OutOfMemoryError, MemoryError):
+                self.optimizer.zero_grad(set_to_none=True)
+                release_memory(self.device)
+                reason = "out_of_memory"
+                break
             self.step += 1
             window_steps += 1
             if self.step % cfg.log_every and self.step % cfg.eval_every:
@@ -245,7 +257,7 @@ class Trainer:
                 last_eval_step = self.step
                 since_eval_loss, since_eval_count = 0.0, 0
             window_start = time.perf_counter()
-        if reason != "diverged" and last_eval_step != self.step and self.step > 0:
+        if reason not in ("diverged", "out_of_memory") and last_eval_step != self.step and self.step > 0:
             train_loss = since_eval_loss / since_eval_count if since_eval_count else math.nan
             self._evaluate(train_loss, lr, math.nan, elapsed(), self._progress(elapsed()))
         return self._finish(reason, elapsed())
@@ -315,6 +327,10 @@ class Trainer:
             "early_stopping": (f"early stopping: validation loss did not improve in {self.config.patience} "
                                f"evaluations; {best}"),
             "stopped": f"stopped by request at step {self.step}; {best}",
+            "out_of_memory": (f"ran out of {'GPU ' if self.device.type == 'cuda' else ''}memory at step "
+                              f"{self.step} with batches of {self.config.batch_size} x {self.config.seq_len} "
+                              f"tokens; {best}. Lower the batch size, sequence length or model size"
+                              f"{', or train on the CPU' if self.device.type == 'cuda' else ''}"),
             "diverged": (f"training diverged at step {self.step} (the loss became NaN or infinite); "
                          f"{'kept the best weights: ' + best if self.best_step is not None else 'nothing was kept'}. "
                          f"Lower the learning rate (now {self.config.lr:g})"),
