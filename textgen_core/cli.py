@@ -17,7 +17,7 @@ from . import api
 from .corpus import read_file
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
-from .runs import RunSettings, train_model
+from .runs import PreparedRun, RunSettings, finish_run, prepare_run
 from .tokenizers import TOKENIZER_KINDS
 from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
 
@@ -90,6 +90,15 @@ class _Progress:
             self.bar.close()
 
 
+def describe_run(run: PreparedRun) -> str:
+    trainer, cfg = run.trainer, run.model.config
+    return (f"{cfg.arch} model, {run.model.num_parameters():,} parameters; {run.tokenizer.kind} tokenizer, "
+            f"{run.tokenizer.vocab_size:,} tokens; {len(trainer.train_ids):,} training and "
+            f"{len(trainer.val_ids):,} validation tokens; device {trainer.device}"
+            + (f"; resuming at step {trainer.step}" if trainer.step else "")
+            + "".join(f"\nnote: {note}" for note in run.tokenizer.notes))
+
+
 def run_train(args: argparse.Namespace) -> int:
     corpus = read_file(args.corpus)
     train_config = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
@@ -101,15 +110,18 @@ def run_train(args: argparse.Namespace) -> int:
                            preset=args.preset, embedding=args.embedding, hidden=args.hidden,
                            layers=args.layers, dropout=args.dropout, context=args.context,
                            val_fraction=args.val_fraction, train=train_config)
+    run = prepare_run(corpus, settings, args.out, resume=args.resume,
+                      command="python -m textgen_core " + shlex.join(args.argv))
+    print(describe_run(run), file=sys.stderr)
+    run.trainer.callbacks.append(_Progress(run.trainer.total_steps))
     stop = threading.Event()
     # First Ctrl-C: finish the current step, keep the best weights, write the folder.
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        result = train_model(corpus, settings, args.out, callbacks=(_Progress(train_config.max_steps),),
-                             stop_event=stop, resume=args.resume,
-                             command="python -m textgen_core " + shlex.join(args.argv))
+        history = run.trainer.fit(stop)
     finally:
         signal.signal(signal.SIGINT, previous)
+    result = finish_run(run, history)
     end = result.history.end
     print(end.message)
     print(f"saved to {args.out} ({result.bundle.model.num_parameters():,} parameters)")

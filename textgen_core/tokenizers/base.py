@@ -65,6 +65,13 @@ class Tokenizer(ABC):
     def from_dict(cls, state: dict, folder: Path) -> "Tokenizer":
         """Rebuild from the dict written by ``to_dict`` (and files in ``folder``)."""
 
+    @staticmethod
+    def load(folder: str | Path) -> "Tokenizer":
+        """The tokenizer saved in ``folder``, whatever its kind."""
+        from . import load_tokenizer  # the registry of kinds lives in the package
+
+        return load_tokenizer(folder)
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
