@@ -156,3 +156,12 @@ def test_out_of_memory_stops_with_advice_and_keeps_best(small_text, monkeypatch)
     history = trainer.fit()
     assert history.end.reason == "out_of_memory" and history.end.step == 12
     assert "Lower the batch size" in history.end.message and history.end.best_step == 10
+
+
+def test_absurd_learning_rate_is_caught_as_divergence():
+    text = open(__file__).read()[:6000]  # real, varied text
+    tokenizer, split = char_split(text)
+    history = make_trainer(split, tokenizer.vocab_size, lr=10.0, grad_clip=0.0, max_steps=200,
+                           eval_every=5, log_every=5).fit()
+    assert history.end.reason == "diverged", history.end.message
+    assert "Lower the learning rate (now 10)" in history.end.message

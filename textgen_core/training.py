@@ -166,6 +166,9 @@ class Trainer:
         self.best_step: Optional[int] = None
         self.best_state: Optional[dict[str, torch.Tensor]] = None
         self.evals_since_best = 0
+        # A loss this far above uniform guessing (ln V) means the weights blew up, even if finite.
+        self.divergence_limit = 2 * math.log(model.config.vocab_size) + 1
+        self.diverged_loss = math.nan
 
     # --- set-up ------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -216,7 +219,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         since_log = since_eval_loss = 0.0
         since_eval_count = 0
-        window_start, window_steps, lr = time.perf_counter(), 0, cfg.lr
+        window_start, window_steps, lr, tokens_per_s = time.perf_counter(), 0, cfg.lr, math.nan
         last_eval_step = self.step if self.history.evals else -1
         reason = None
         while reason is None:
@@ -246,7 +249,8 @@ class Trainer:
             since_eval_loss += mean_loss * window_steps
             since_eval_count += window_steps
             window_steps = 0
-            if not math.isfinite(mean_loss):
+            if not math.isfinite(mean_loss) or mean_loss > self.divergence_limit:
+                self.diverged_loss = mean_loss
                 reason = "diverged"
                 break
             self._emit(TrainProgress(self.step, self._epoch(), mean_loss, lr, tokens_per_s, elapsed(),
@@ -259,7 +263,7 @@ class Trainer:
             window_start = time.perf_counter()
         if reason not in ("diverged", "out_of_memory") and last_eval_step != self.step and self.step > 0:
             train_loss = since_eval_loss / since_eval_count if since_eval_count else math.nan
-            self._evaluate(train_loss, lr, math.nan, elapsed(), self._progress(elapsed()))
+            self._evaluate(train_loss, lr, tokens_per_s, elapsed(), self._progress(elapsed()))
         return self._finish(reason, elapsed())
 
     def _train_step(self) -> torch.Tensor:
@@ -331,7 +335,8 @@ class Trainer:
                               f"{self.step} with batches of {self.config.batch_size} x {self.config.seq_len} "
                               f"tokens; {best}. Lower the batch size, sequence length or model size"
                               f"{', or train on the CPU' if self.device.type == 'cuda' else ''}"),
-            "diverged": (f"training diverged at step {self.step} (the loss became NaN or infinite); "
+            "diverged": (f"training diverged at step {self.step} (loss {self.diverged_loss:.4g}, worse than "
+                         f"uniform guessing at {math.log(self.model.config.vocab_size):.2f}); "
                          f"{'kept the best weights: ' + best if self.best_step is not None else 'nothing was kept'}. "
                          f"Lower the learning rate (now {self.config.lr:g})"),
         }[reason]
