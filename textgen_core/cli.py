@@ -1,19 +1,21 @@
-"""python -m textgen_core train | sample | evaluate
+"""python -m textgen_core train | sample | evaluate | push | pretrained
 
 Bad input or settings end with status 2 and one ``error: ...`` line on stderr, never a traceback.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from . import api
+from . import api, hub, pretrained
 from .corpus import read_file
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
     sample = commands.add_parser("sample", help="generate text from a model folder or Hub repo id")
-    sample.add_argument("model", help="model folder or Hub repo id (owner/name)")
+    sample.add_argument("model", help="model folder, pretrained name or Hub repo id (owner/name)")
     sample.add_argument("--prompt", default="")
     sample.add_argument("--length", type=int, default=200, help="tokens to generate per sample")
     sample.add_argument("--temperature", type=float, nargs="+", default=[0.8],
@@ -64,8 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=None, help="same seed, same text")
 
     evaluate = commands.add_parser("evaluate", help="loss and bits per char of a model on a text file")
-    evaluate.add_argument("model", help="model folder or Hub repo id (owner/name)")
+    evaluate.add_argument("model", help="model folder, pretrained name or Hub repo id (owner/name)")
     evaluate.add_argument("textfile")
+
+    push = commands.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    push.add_argument("model", help="model folder")
+    push.add_argument("--repo", required=True, help="Hub repo id, owner/name")
+    push.add_argument("--private", action="store_true")
+
+    commands.add_parser("pretrained", help="list the pretrained models")
     return parser
 
 
@@ -128,8 +137,18 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_model(source: str):
+    """A pretrained name (Hub first, bundled copy as fallback), a folder, or a Hub repo id."""
+    entry = pretrained.find(source) if not Path(source).exists() else None
+    if entry is None:
+        return api.load(source)
+    bundle, note = pretrained.load_pretrained(entry)
+    print(note, file=sys.stderr)
+    return bundle
+
+
 def run_sample(args: argparse.Namespace) -> int:
-    bundle = api.load(args.model)
+    bundle = load_model(args.model)
     labelled = len(args.temperature) > 1 or args.num_samples > 1
     for temperature in args.temperature:
         if not labelled:  # one sample: print it as it is generated
@@ -147,10 +166,26 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    bundle = api.load(args.model)
+    bundle = load_model(args.model)
     scores = api.evaluate(bundle, read_file(args.textfile, min_chars=2).text)
     print(f"loss {scores['loss']:.4f} nats/token  {scores['bpc']:.4f} bits/char  "
           f"({scores['tokens']:,} tokens, {scores['chars']:,} characters)")
+    return 0
+
+
+def run_push(args: argparse.Namespace) -> int:
+    # The token comes from HF_TOKEN or the Hub login inside huggingface_hub; it is never printed.
+    url = hub.push_folder(args.model, args.repo, token=os.environ.get("HF_TOKEN"), private=args.private)
+    print(f"uploaded {args.model} to {url}")
+    return 0
+
+
+def run_pretrained(args: argparse.Namespace) -> int:
+    entries = pretrained.catalog()
+    if not entries:
+        print(f"no pretrained models in {pretrained.pretrained_dir()}")
+    for entry in entries:
+        print(f"{entry.name:<28} {entry.repo_id:<44} {entry.description}")
     return 0
 
 
@@ -158,7 +193,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate}
+    handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate, "push": run_push,
+                "pretrained": run_pretrained}
     try:
         return handlers[args.command](args)
     except TextgenError as exc:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -125,13 +126,23 @@ def is_repo_id(source: str) -> bool:
 
 
 def _hub_reachable(endpoint: str, timeout: float) -> bool:
+    """Whether a TCP connection to the endpoint opens within ``timeout`` (DNS lookup included)."""
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((url.hostname, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    # A thread, because the name lookup inside create_connection ignores the timeout.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
 
 
 def download(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[str] = None,
