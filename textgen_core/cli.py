@@ -1,4 +1,4 @@
-"""python -m textgen_core train | sample | evaluate | push | pretrained
+"""python -m textgen_core train | sample | evaluate | push | pretrained | recipe
 
 Bad input or settings end with status 2 and one ``error: ...`` line on stderr, never a traceback.
 """
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from . import api, hub, pretrained
+from . import api, hub, pretrained, recipes
 from .corpus import read_file
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
 
     commands.add_parser("pretrained", help="list the pretrained models")
+
+    recipe = commands.add_parser("recipe", help="run a classic experiment (see --list)")
+    recipe.add_argument("name", nargs="?", help="recipe name")
+    recipe.add_argument("--list", action="store_true", help="list the recipes")
+    recipe.add_argument("--runs", help="comma-separated run labels (default: all of the recipe's runs)")
+    recipe.add_argument("--out", default="runs/recipes", help="folder for the model folders")
+    recipe.add_argument("--max-minutes", type=float, help="cap each run's training time")
+    recipe.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     return parser
 
 
@@ -189,12 +197,35 @@ def run_pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_recipe(args: argparse.Namespace) -> int:
+    if args.list or not args.name:
+        for item in recipes.RECIPES.values():
+            print(f"{item.name:<26} {item.title}")
+        return 0
+    item = recipes.recipe(args.name).with_device(args.device)
+    print(f"{item.title}\nreference: {item.reference}", file=sys.stderr)
+    labels = args.runs.split(",") if args.runs else None
+    results = recipes.run_recipe(item, args.out, args.max_minutes, labels,
+                                 callbacks=(lambda e: print(f"  step {e.step}: val {e.val_loss:.4f}",
+                                                            file=sys.stderr) if e.kind == "eval" else None,))
+    print(f"{'run':<20} {'params':>10} {'steps':>7} {'time s':>8} {'train':>8} {'val':>8} {'bpc':>7}  stop")
+    for run, result in results:
+        info, evals = result.bundle.info, result.history.evals
+        print(f"{run.label:<20} {info['parameters']:>10,} {info['steps']:>7} {info['elapsed_s']:>8.1f} "
+              f"{min(p['train_loss'] for p in evals):>8.4f} {info['best_val_loss']:>8.4f} "
+              f"{info['best_val_bpc']:>7.3f}  {info['stop_reason']}")
+    for run, result in results:
+        text = api.generate(result.bundle, item.prompt, length=200, temperature=0.8, seed=1)[0]
+        print(f"\n=== {run.label} (temperature 0.8, seed 1) ===\n{text}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate, "push": run_push,
-                "pretrained": run_pretrained}
+                "pretrained": run_pretrained, "recipe": run_recipe}
     try:
         return handlers[args.command](args)
     except TextgenError as exc:
