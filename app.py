@@ -1,0 +1,60 @@
+"""The text-generation playground: `make run`, then open the printed address.
+
+A router with a shared sidebar; each page is a short script under pages/.
+"""
+import os
+
+# Training threads and the UI share a few cores: OpenMP threads that spin while waiting make
+# training crawl when anything else runs (measured: 20x slower). Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+from textgen_core.jobs import get_registry  # noqa: E402
+from ui import state  # noqa: E402
+from ui.live import live  # noqa: E402
+
+st.set_page_config(page_title="Text generation playground", page_icon=":material/edit_note:",
+                   layout="wide")
+ss = state.init()
+
+pages = [
+    st.Page("pages/corpus.py", title="Corpus", icon=":material/description:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+    st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+]
+page = st.navigation(pages)
+
+
+def sidebar_jobs(snaps) -> None:
+    running = [s for s in snaps if s.active]
+    if running:
+        st.markdown(f"**Training:** {len(running)} job{'s' if len(running) > 1 else ''} of yours")
+        for snap in running:
+            st.progress(min(1.0, snap.progress), text=f"{snap.name} · {snap.status}")
+    else:
+        st.caption("No training running.")
+
+
+with st.sidebar:
+    st.markdown("### Text generation playground")
+    corpus = state.corpus()
+    if corpus is None:
+        st.caption("No corpus yet: upload a text on **Corpus**.")
+    else:
+        st.markdown(f"**Corpus:** {corpus.name}  \n{corpus.stats.chars:,} characters")
+    # Train and Compare poll their own jobs (which also keeps them alive). For any other active
+    # job the sidebar polls, slowly: the heartbeat keeps it alive and the page learns when it ends.
+    active = state.active_jobs()
+    polled_by_page = {"train": [ss.train_job], "compare": ss.compare_jobs}.get(page.url_path, [])
+    if all(job in polled_by_page for job in active):
+        sidebar_jobs([job.snapshot() for job in active])
+    else:
+        live(active, sidebar_jobs, every_s=10.0)
+    devices = state.device_options()
+    st.caption(f"Device: {state.device_label(devices[0])} · server: {get_registry().running_count()} "
+               f"of {get_registry().max_running} training slots in use")
+
+page.run()

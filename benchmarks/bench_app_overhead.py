@@ -1,0 +1,117 @@
+"""How much the live Train page slows training: the same run from the CLI and from the app.
+
+The app run is driven by Chromium (Playwright) with the Train page left open, so the live chart
+polls every 2 s for the whole run, as a user would see it. Runs alternate CLI, app, CLI, app, ...
+and the training time each one reports in its run.json is compared (it covers the training loop,
+evaluations and, for the app, the preview samples; not the tokenizer fit or the final save).
+
+    .venv/bin/python benchmarks/bench_app_overhead.py --steps 300 --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from common import ROOT, find_corpus, machine
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")  # the app sets the same policy
+
+
+def cli_run(corpus: Path, out: Path, steps: int) -> float:
+    subprocess.run([sys.executable, "-m", "textgen_core", "train", str(corpus), "--out", str(out),
+                    "--model", "gru", "--preset", "small", "--batch-size", "32", "--seq-len", "128",
+                    "--max-steps", str(steps), "--eval-every", "100", "--device", "cpu"],
+                   cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads((out / "run.json").read_text())["elapsed_s"]
+
+
+def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(ENV, TEXTGEN_RUNS_DIR=str(runs), TEXTGEN_PRETRAINED_DIR=str(runs / "none"))
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                               "--server.address", "127.0.0.1", "--server.port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("streamlit did not start")
+
+
+def app_run(browser, url: str, corpus: Path, runs: Path, steps: int) -> float:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(60_000)
+    page.goto(url)  # a new session each time
+    page.locator("input[type=file]").set_input_files(str(corpus))
+    page.get_by_text("distinct characters").wait_for()
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train", exact=True).click()
+    page.get_by_role("heading", name="Train", exact=True).wait_for()
+    box = page.get_by_label("Budget (steps)", exact=True)
+    box.fill(str(steps))
+    box.press("Enter")
+    page.wait_for_timeout(1000)
+    before = set(runs.glob("*/*/run.json"))
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("finished: reached the step budget").wait_for(timeout=3_600_000)
+    page.close()
+    (new,) = set(runs.glob("*/*/run.json")) - before
+    return json.loads(new.read_text())["elapsed_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--corpus", default="lyrics_public_domain.txt")
+    args = parser.parse_args()
+    corpus = find_corpus(args.corpus)
+    if corpus is None or not Path(CHROMIUM).exists():
+        sys.exit("needs ../shared/data and /usr/bin/chromium")
+    from playwright.sync_api import sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="app-overhead-"))
+    server, url = start_server(tmp / "runs")
+    cli, app = [], []
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            for i in range(args.repeats):
+                cli.append(cli_run(corpus, tmp / f"cli-{i}", args.steps))
+                app.append(app_run(browser, url, corpus, tmp / "runs", args.steps))
+                print(f"repeat {i + 1}: CLI {cli[-1]:.1f} s, app {app[-1]:.1f} s", flush=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(10)
+    tokens = args.steps * 32 * 128
+    result = {
+        "benchmark": "app_overhead", "machine": machine(), "steps": args.steps, "model": "gru small, batch 32 x 128",
+        "cli_s": cli, "app_s": app, "cli_tokens_per_s": tokens / statistics.median(cli),
+        "app_tokens_per_s": tokens / statistics.median(app),
+        "slowdown": statistics.median(app) / statistics.median(cli) - 1,
+    }
+    print(f"median training time: CLI {statistics.median(cli):.1f} s, app (Train page open) "
+          f"{statistics.median(app):.1f} s: {result['slowdown']:+.1%}")
+    print("JSON " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

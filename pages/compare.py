@@ -1,0 +1,147 @@
+"""Compare: 2-4 configurations on the same corpus and budget, trained one after another; overlaid
+validation curves, a results table, and samples side by side with the same prompt and seed."""
+import streamlit as st
+
+from textgen_core import (ARCHITECTURES, PRESETS, TOKENIZER_KINDS, RunSettings, SamplingOptions, TextgenError,
+                          TrainConfig)
+from textgen_core.jobs import get_registry, new_job
+from ui import state
+from ui.charts import compare_figure, mean_tokens_per_s
+from ui.live import live, progress_text
+from ui.sampling import show_text, stream_into, tokens_for_chars
+
+ss = state.init()
+ARCH_NAMES = {"gru": "GRU", "lstm": "LSTM", "cnn": "CNN", "attention": "attention"}
+REASONS = {"max_steps": "step budget", "epochs": "epoch budget", "time": "time budget",
+           "early_stopping": "early stopping", "stopped": "stopped", "diverged": "diverged"}
+
+st.title("Compare")
+corpus = state.corpus()
+kind, vocab, val_fraction = state.tokenizer_settings()
+if corpus is None:
+    st.info("No corpus yet: upload a text on the Corpus page, then compare architectures on it.",
+            icon=":material/upload_file:")
+    st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:")
+else:
+    st.caption(f"Same corpus (**{corpus.name}**), budget, seed and validation text for every configuration. "
+               "They train one after another, so each gets the whole machine and the timings compare.")
+
+count = st.radio("Configurations", (2, 3, 4), horizontal=True, key="cmp_count", persist_state="session")
+configs = []
+for i, column in enumerate(st.columns(count)):
+    with column.container(border=True):
+        st.markdown(f"**Configuration {i + 1}**")
+        arch = st.selectbox("Architecture", ARCHITECTURES, index=i % len(ARCHITECTURES), key=f"cmp_arch_{i}",
+                            persist_state="session", format_func=ARCH_NAMES.get)
+        tok = st.selectbox("Tokenizer", TOKENIZER_KINDS, index=TOKENIZER_KINDS.index(kind), key=f"cmp_tok_{i}",
+                           persist_state="session")
+        preset = st.selectbox("Size", PRESETS, index=1, key=f"cmp_preset_{i}", persist_state="session")
+        configs.append((arch, tok, preset))
+
+c = st.columns(6)
+budget_kind = c[0].radio("Budget in", ("steps", "minutes"), key="cmp_budget_kind", persist_state="session")
+if budget_kind == "steps":
+    budget = c[1].number_input("Steps each", 1, 1_000_000, 300, step=50, key="cmp_steps", persist_state="session")
+else:
+    budget = c[1].number_input("Minutes each", 0.1, 600.0, 1.0, step=0.5, key="cmp_minutes", persist_state="session")
+batch = c[2].number_input("Batch size", 1, 1024, 32, key="cmp_batch", persist_state="session")
+seq_len = c[3].number_input("Sequence length", 8, 2048, 128, key="cmp_seq_len", persist_state="session")
+lr = c[4].number_input("Learning rate", 1e-5, 1.0, 3e-3, format="%.4f", step=5e-4, key="cmp_lr",
+                       persist_state="session")
+eval_every = c[5].number_input("Evaluate every", 5, 100_000, 50, key="cmp_eval_every", persist_state="session")
+
+
+def make_jobs() -> list:
+    jobs, names = [], set()
+    for arch, tok, preset in configs:
+        name = f"{arch}-{preset}-{tok}"
+        name = name if name not in names else f"{name}-{len(names) + 1}"
+        names.add(name)
+        tok_vocab = ss.get(state.VOCAB_KEYS[tok][0], state.VOCAB_KEYS[tok][1]) if tok in state.VOCAB_KEYS else None
+        budget_field = {"max_steps": int(budget)} if budget_kind == "steps" else {"max_minutes": float(budget)}
+        train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), eval_every=int(eval_every),
+                            log_every=min(10, int(eval_every)), device=state.device_options()[0],
+                            **budget_field).validated()
+        settings = RunSettings(tokenizer=tok, vocab_size=tok_vocab, arch=arch, preset=preset,
+                               val_fraction=val_fraction, train=train)
+        jobs.append(new_job(corpus, settings, owner=ss.owner, name=name))
+    return jobs
+
+
+jobs = ss.compare_jobs
+running = any(job.active for job in jobs)
+buttons = st.container(horizontal=True)
+if buttons.button("Start comparison", type="primary", icon=":material/play_arrow:", disabled=running or corpus is None):
+    try:
+        new_jobs = make_jobs()
+        get_registry().submit(*new_jobs)
+        ss.compare_jobs, ss.compare_samples = new_jobs, None
+        st.rerun()
+    except TextgenError as exc:
+        st.error(str(exc), icon=":material/block:")
+if buttons.button("Stop all", icon=":material/stop:", disabled=not running):
+    for job in jobs:
+        job.stop()
+    st.rerun()
+
+if not jobs:
+    st.info("Choose the configurations and the budget, then press **Start comparison**: overlaid "
+            "validation curves and a results table appear here.", icon=":material/compare_arrows:")
+    st.stop()
+
+
+def draw(snaps) -> None:
+    for snap in snaps:
+        if snap.active:
+            st.progress(min(1.0, snap.progress), text=f"**{snap.name}** ({snap.status}): "
+                        + (progress_text(snap) if snap.status == "running" else snap.message))
+        elif snap.status == "failed":
+            st.error(f"**{snap.name}** failed: {snap.message}")
+    by_step, by_time = st.columns(2)
+    by_step.plotly_chart(compare_figure(snaps, "step"), key="cmp-steps", config={"displaylogo": False})
+    by_time.plotly_chart(compare_figure(snaps, "elapsed"), key="cmp-time", config={"displaylogo": False})
+    rows = []
+    for s in snaps:
+        rate = mean_tokens_per_s(s)
+        rows.append({
+            "configuration": s.name, "status": s.status,
+            "parameters": s.parameters, "training time (s)": round(s.elapsed, 1) if s.step else None,
+            "tokens/s": round(rate) if rate else None,
+            "best val loss (nats/token)": round(s.best["val_loss"], 4) if s.best else None,
+            "best val bits/char": round(s.best["val_bpc"], 4) if s.best else None,
+            "stopped at": f"step {s.step:,}: {REASONS.get(s.end.reason, s.end.reason)}" if s.end else s.message,
+        })
+    number = st.column_config.NumberColumn
+    st.dataframe(rows, hide_index=True, column_config={"parameters": number(format="localized"),
+                                                       "tokens/s": number(format="localized")})
+
+
+live(jobs, draw)
+
+done = [job for job in jobs if job.bundle is not None and not job.active]
+if running or not done:
+    st.stop()
+st.subheader("Samples side by side")
+c = st.columns(4)
+prompt = c[0].text_input("Prompt", "", key="cmp_prompt", persist_state="session")
+temperature = c[1].slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="cmp_temperature", persist_state="session")
+seed = c[2].number_input("Seed", 0, 2**31 - 1, 1, key="cmp_seed", persist_state="session")
+chars = c[3].number_input("Length (characters, about)", 20, 5000, 300, step=50, key="cmp_chars",
+                          persist_state="session")
+clicked = st.button("Sample from each", icon=":material/auto_awesome:")
+columns = st.columns(len(done))
+if clicked:
+    texts = {}
+    try:
+        for column, job in zip(columns, done):
+            column.markdown(f"**{job.name}**")
+            options = SamplingOptions(length=tokens_for_chars(job.bundle, int(chars)), temperature=float(temperature),
+                                      seed=int(seed))
+            texts[job.name] = stream_into([column.empty()], job.bundle, prompt, options)[0]
+        ss.compare_samples = {"ids": [j.id for j in done], "texts": texts}
+    except TextgenError as exc:
+        st.error(str(exc))
+elif ss.compare_samples and ss.compare_samples["ids"] == [j.id for j in done]:
+    for column, job in zip(columns, done):
+        column.markdown(f"**{job.name}**")
+        show_text(column.empty(), ss.compare_samples["texts"].get(job.name, ""))

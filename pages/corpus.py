@@ -1,0 +1,123 @@
+"""Corpus: upload a text (or pick a built-in one), see its statistics and how it is tokenized."""
+import html
+
+import streamlit as st
+
+from textgen_core import TOKENIZER_KINDS, TextgenError, make_tokenizer, read_file, read_text
+from ui import state
+from ui.models import builtin_corpora
+
+ss = state.init()
+PREVIEW_CHARS = 2_000_000  # the tokenizer preview is fitted on at most this much text
+TOKENIZER_HELP = {"char": "char: one token per character",
+                  "word": "word: one token per word or punctuation mark",
+                  "sentencepiece": "sentencepiece: learned subword pieces (BPE)"}
+
+st.title("Corpus")
+st.write("The text your model learns from: lyrics, poems, a book. Plain text, any common encoding.")
+
+source = st.radio("Source", ["Upload a file", "Built-in corpus"], horizontal=True,
+                  key="corpus_source", persist_state="session", label_visibility="collapsed")
+
+
+def on_upload() -> None:
+    """Decode the upload in the callback, before the script runs, so the sidebar sees it at once."""
+    upload, ss.corpus_error = ss.get("corpus_upload"), None
+    if upload is not None:
+        try:
+            ss.corpus, ss.corpus_key = read_text(upload.getvalue(), upload.name), ("upload", upload.file_id)
+        except TextgenError as exc:
+            ss.corpus_error = str(exc)
+
+
+def use_builtin(path, label) -> None:
+    try:
+        ss.corpus, ss.corpus_key, ss.corpus_error = read_file(path), ("builtin", label), None
+    except TextgenError as exc:
+        ss.corpus_error = str(exc)
+
+
+if source == "Upload a file":
+    st.file_uploader("Upload a plain-text file", type=["txt", "text", "md"], key="corpus_upload",
+                     on_change=on_upload)
+    if ss.get("corpus_error") and ss.get("corpus_upload") is not None:
+        st.error(ss.corpus_error, icon=":material/block:")
+else:
+    corpora = builtin_corpora()
+    if not corpora:
+        st.info("No built-in corpora here yet (they come with the models in `pretrained/`). "
+                "Upload a text file instead.")
+    else:
+        label = st.selectbox("Built-in corpus", list(corpora), key="builtin_corpus", persist_state="session")
+        st.button("Use this corpus", on_click=use_builtin, args=(corpora[label], label))
+        if ss.get("corpus_error"):
+            st.error(ss.corpus_error, icon=":material/block:")
+
+corpus = state.corpus()
+if corpus is None:
+    st.info("No corpus yet. Upload a `.txt` file above to see its statistics and how it is split into tokens.",
+            icon=":material/upload_file:")
+    st.stop()
+
+stats = corpus.stats
+st.subheader(f"{corpus.name}")
+cols = st.columns(5)
+cols[0].metric("encoding", corpus.encoding)
+cols[1].metric("characters", f"{stats.chars:,}")
+cols[2].metric("distinct characters", f"{stats.distinct_chars:,}")
+cols[3].metric("words", f"{stats.words:,}")
+cols[4].metric("lines", f"{stats.lines:,}")
+with st.expander("Preview", expanded=True):
+    st.code(corpus.text[:1500] + ("\n..." if len(corpus.text) > 1500 else ""), language=None, height=300)
+
+st.subheader("Tokenizer")
+cols = st.columns(3)
+kind = cols[0].selectbox("Tokenizer", TOKENIZER_KINDS, key="tokenizer", persist_state="session",
+                         format_func=TOKENIZER_HELP.get)
+if kind in state.VOCAB_KEYS:
+    vocab_key, default = state.VOCAB_KEYS[kind]
+    cols[1].number_input("Vocabulary size", 50, 100_000, default, step=50, key=vocab_key, persist_state="session",
+                         help="word: keep the most frequent words; sentencepiece: number of pieces")
+else:
+    cols[1].caption("Vocabulary size: every character in the text gets its own token.")
+cols[2].slider("Validation fraction", 0.05, 0.5, 0.1, 0.05, key="val_fraction", persist_state="session",
+               help="The last part of the text is held out to measure how well the model generalizes.")
+kind, vocab, val_fraction = state.tokenizer_settings()
+
+cache_key = (ss.corpus_key, kind, vocab)
+if ss.get("_tok_cache", (None,))[0] != cache_key:
+    with st.spinner(f"Fitting the {kind} tokenizer..."):
+        try:
+            ss._tok_cache = (cache_key, make_tokenizer(kind, vocab).fit(corpus.text[:PREVIEW_CHARS]), None)
+        except TextgenError as exc:
+            ss._tok_cache = (cache_key, None, str(exc))
+_, tokenizer, error = ss._tok_cache
+if error:
+    st.error(error)
+    st.stop()
+
+lines = [line.strip() for line in corpus.text.splitlines() if line.strip()]
+first_line = next((line for line in lines if len(line) >= 30), lines[0] if lines else "")
+line = st.text_input("Sample line", first_line[:200], help="Type anything to see how it is split.")
+ids = tokenizer.encode(line)
+pieces = tokenizer.token_strings(ids)[:300]
+chips = "".join(
+    f'<span class="tok tok{i % 2}" title="id {token_id}">'
+    f'{html.escape(piece).replace(" ", "␣").replace(chr(10), "↵") or "∅"}</span>'
+    for i, (piece, token_id) in enumerate(zip(pieces, ids)))
+st.markdown(
+    "<style>.tok{display:inline-block;margin:2px;padding:1px 5px;border-radius:4px;font-family:monospace;"
+    "font-size:0.95em;white-space:pre}.tok0{background:#fde2c8}.tok1{background:#d4e6f7}</style>"
+    f'<div class="tokens">{chips}</div>', unsafe_allow_html=True)
+per_token = len(line) / max(1, len(ids))
+st.markdown(f"**{len(line)} characters → {len(ids)} tokens** ({per_token:.2f} characters per token) · "
+            f"vocabulary size **{tokenizer.vocab_size:,}**")
+for note in tokenizer.notes:
+    st.caption(f"Note: {note}")
+if len(corpus.text) > PREVIEW_CHARS:
+    st.caption(f"This preview fitted the tokenizer on the first {PREVIEW_CHARS:,} characters; "
+               "training fits it on the whole text.")
+val_chars = int(len(corpus.text) * val_fraction)
+st.caption(f"Training on the first {len(corpus.text) - val_chars:,} characters, "
+           f"validating on the last {val_chars:,}.")
+st.page_link("pages/train.py", label="Next: train a model on this text", icon=":material/arrow_forward:")

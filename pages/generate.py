@@ -1,0 +1,93 @@
+"""Generate: pick a model, set prompt and sampling options, watch the text stream in, download it."""
+import streamlit as st
+
+from textgen_core import SamplingOptions, TextgenError
+from ui import state
+from ui.models import available_models, hub_load_form
+from ui.sampling import show_text, stream_into
+
+ss = state.init()
+TEMPERATURES = [0.2, 0.5, 0.8, 1.0, 1.2, 1.5]
+
+st.title("Generate")
+models = available_models()
+running = state.active_jobs()
+if running:
+    st.caption(f"Training {', '.join(job.name for job in running)}: its model is listed here when it ends "
+               "(stop it on its page to use the best weights so far).")
+if not models:
+    st.info("No model yet. Train one on the **Train** page (a minute on the tiny preset is enough to see "
+            "something), or load a pretrained or Hub model on the **Models** page.", icon=":material/info:")
+    c1, c2, _ = st.columns([1, 1, 3])
+    c1.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+    c2.page_link("pages/models.py", label="Load a model", icon=":material/inventory_2:")
+    st.markdown("Or load one from the Hugging Face Hub:")
+    hub_load_form("gen_hub", select_key="gen_model")
+    st.stop()
+
+label = st.selectbox("Model", list(models), key="gen_model", persist_state="session")
+with st.expander("Load another model from the Hugging Face Hub"):
+    hub_load_form("gen_hub", select_key="gen_model")
+if label not in models:  # the remembered choice went away: take the first one
+    label = next(iter(models))
+try:
+    bundle = models[label].load()
+except TextgenError as exc:
+    st.error(str(exc))
+    st.stop()
+info = bundle.info
+st.caption(f"{bundle.model.config.arch.upper()} · {bundle.tokenizer.kind} tokenizer · "
+           f"{bundle.model.num_parameters():,} parameters"
+           + (f" · best validation {info['best_val_bpc']:.3f} bits/char" if info.get("best_val_bpc") else ""))
+
+prompt = st.text_area("Prompt", "", height=80, key="gen_prompt", persist_state="session",
+                      placeholder="Leave empty to start from a new line")
+c = st.columns(4)
+length = c[0].slider("Length (tokens)", 10, 2000, 300, 10, key="gen_length", persist_state="session")
+several = c[1].toggle("Several temperatures", key="gen_several", persist_state="session")
+if several:
+    temperatures = c[1].multiselect("Temperatures", TEMPERATURES, [0.5, 0.8, 1.2], key="gen_temperatures",
+                                    persist_state="session", max_selections=4)
+else:
+    temperatures = [c[1].slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="gen_temperature", persist_state="session",
+                                help="0 always picks the most likely token; higher is wilder.")]
+top_k = c[2].number_input("Top-k (0: off)", 0, 100_000, 0, key="gen_top_k", persist_state="session")
+top_p = c[2].slider("Top-p (1: off)", 0.05, 1.0, 1.0, 0.05, key="gen_top_p", persist_state="session")
+samples = c[3].number_input("Samples", 1, 8, 1, key="gen_samples", persist_state="session")
+seed = c[3].number_input("Seed", 0, 2**31 - 1, 1, key="gen_seed", persist_state="session",
+                         help="The same seed gives the same text.")
+
+clicked = st.button("Generate", type="primary", icon=":material/auto_awesome:", disabled=not temperatures)
+if not temperatures:
+    st.caption("Choose at least one temperature.")
+
+
+def slots(count: int) -> list:
+    return list(st.columns(count)) if count > 1 else [st.container()]
+
+
+if clicked:
+    results = []
+    try:
+        for column, temperature in zip(slots(len(temperatures)), temperatures):
+            column.markdown(f"**temperature {temperature:g}**")
+            options = SamplingOptions(length=int(length), temperature=float(temperature), top_k=int(top_k) or None,
+                                      top_p=float(top_p) if top_p < 1 else None, num_samples=int(samples),
+                                      seed=int(seed)).validated()
+            texts = stream_into([column.empty() for _ in range(options.num_samples)], bundle, prompt, options)
+            results.append((temperature, texts))
+        ss.generated = {"model": label, "results": results}
+    except TextgenError as exc:
+        st.error(str(exc))
+elif ss.generated and ss.generated["model"] == label:
+    shown = ss.generated["results"]
+    for column, (temperature, texts) in zip(slots(len(shown)), shown):
+        column.markdown(f"**temperature {temperature:g}**")
+        for text in texts:
+            show_text(column.empty(), text)
+
+if ss.generated and ss.generated["model"] == label:
+    parts = [f"# temperature {t:g}, sample {i + 1}\n{text}\n" for t, texts in ss.generated["results"]
+             for i, text in enumerate(texts)]
+    st.download_button("Download the text", "\n".join(parts), "generated.txt", mime="text/plain",
+                       icon=":material/download:", on_click="ignore")

@@ -1,0 +1,574 @@
+"""Background training jobs for the app: a thread per job, a stop event, a lock-guarded snapshot.
+
+    job = new_job(corpus, settings, owner="session-id")
+    get_registry().submit(job)          # starts it, or queues it behind the owner's running job
+    snap = job.snapshot()               # poll: status, thinned chart points, ETA, latest sample
+    job.stop()                          # sets the stop event; the trainer stops at the next step
+
+A ``TrainingJob`` runs ``prepare_run`` + ``trainer.fit(stop_event)`` + ``finish_run`` in a daemon
+thread and records the trainer's events for charts (thinned to a bounded number of points), plus a
+short preview sample drawn in the training thread at every evaluation. ``resume`` continues the
+same model folder.
+
+The process-wide ``JobRegistry`` caps the jobs that run at once (each owner runs one job at a
+time; the owner's further jobs wait in a queue), and stops jobs whose owner has sent no heartbeat
+for a while, so that a closed browser tab does not leave training running. This module imports
+no UI code; the app calls ``registry.touch(owner)`` whenever the owner's page runs or polls.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Optional
+
+from .card import hardware_name
+from .corpus import Corpus
+from .errors import ConfigError, TextgenError
+from .hub import Bundle
+from .runs import CHECKPOINT_DIR, PreparedRun, RunSettings, finish_run, prepare_run
+from .sampling import SamplingOptions, stream_text
+from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
+
+log = logging.getLogger(__name__)
+
+RUNS_DIR_ENV = "TEXTGEN_RUNS_DIR"          # where jobs write their model folders
+MAX_RUNNING_ENV = "TEXTGEN_MAX_JOBS"       # jobs that may train at once in this process
+STALE_AFTER_ENV = "TEXTGEN_JOB_TIMEOUT_S"  # seconds without a heartbeat before a job is stopped
+DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+DEFAULT_MAX_RUNNING = 2
+DEFAULT_MAX_PER_OWNER = 5
+DEFAULT_STALE_AFTER_S = 300.0
+
+QUEUED, RUNNING, FINISHED, STOPPED, FAILED = "queued", "running", "finished", "stopped", "failed"
+ACTIVE = (QUEUED, RUNNING)
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of ``text`` (letters, digits, ``-_.``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-.")[:80] or "run"
+
+
+_name_counter = itertools.count(1)
+
+
+def new_job(corpus: Corpus, settings: RunSettings, owner: str = "local", name: Optional[str] = None,
+            root: Optional[Path] = None, **options) -> "TrainingJob":
+    """A queued job whose model folder is a fresh ``<runs dir>/<owner>/<name>-<time>`` folder."""
+    base = safe_name(name or f"{settings.arch}-{settings.preset}-{settings.tokenizer}")
+    parent = Path(root or runs_dir()) / safe_name(owner)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    while True:
+        folder = parent / f"{base}-{stamp}-{next(_name_counter)}"
+        if not folder.exists():
+            break
+    return TrainingJob(corpus, settings, folder, name=name or base, owner=owner, **options)
+
+
+class ThinnedSeries:
+    """Keeps at most ``max_points`` evenly spaced points (the stride doubles when full) + the newest."""
+
+    def __init__(self, max_points: int = 400) -> None:
+        self.max_points = max(4, max_points)
+        self.stride, self.count, self.kept, self.last = 1, 0, [], None
+
+    def append(self, point: dict) -> None:
+        if self.count % self.stride == 0:
+            self.kept.append(point)
+            if len(self.kept) > self.max_points:
+                self.kept, self.stride = self.kept[::2], self.stride * 2
+        self.count += 1
+        self.last = point
+
+    def points(self) -> list[dict]:
+        if self.last is not None and (not self.kept or self.kept[-1] is not self.last):
+            return [*self.kept, self.last]
+        return list(self.kept)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """What a page needs to draw a job, copied under the job's lock."""
+    id: str
+    name: str
+    owner: str
+    status: str                      # queued | running | finished | stopped | failed
+    message: str                     # what is happening, or how it ended (the error for failed)
+    settings: RunSettings
+    step: int
+    total_steps: Optional[int]
+    progress: float                  # 0..1 of the budget
+    elapsed: float                   # training seconds, resumes included
+    eta_s: Optional[float]           # seconds left at the current pace (None: unknown)
+    tokens_per_s: Optional[float]
+    chars_per_token: float
+    parameters: Optional[int]
+    device: str
+    train: list[dict]                # thinned TrainProgress points (step, elapsed, train_loss, ...)
+    evals: list[dict]                # EvalResult points (step, elapsed, val_loss, val_bpc, ...)
+    best: Optional[dict]             # the best EvalResult point so far
+    sample: str                      # the latest preview sample
+    sample_step: Optional[int]
+    end: Optional[TrainingEnded]
+    has_model: bool                  # a model folder was written (the job's bundle is set)
+    event_interval_s: Optional[float]  # recent wall seconds between progress events (None: unknown)
+    version: int                     # grows with every change: redraw only when it moved
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+def _point(event: TrainProgress | EvalResult | dict) -> dict:
+    values = event if isinstance(event, dict) else vars(event)
+    keys = ("kind", "step", "epoch", "elapsed", "train_loss", "tokens_per_s", "progress", "lr")
+    point = {k: values[k] for k in keys if k in values}
+    if point.get("kind") == "eval":
+        point.update(val_loss=values["val_loss"], val_bpc=values["val_bpc"], is_best=values["is_best"])
+    return point
+
+
+class TrainingJob:
+    """One training run in a daemon thread. Thread-safe: every public method may be called anytime."""
+
+    def __init__(self, corpus: Corpus, settings: RunSettings, out_dir: str | Path, *,
+                 name: Optional[str] = None, owner: str = "local", preview_chars: int = 200,
+                 max_chart_points: int = 400, clock: Callable[[], float] = time.monotonic) -> None:
+        self.id = uuid.uuid4().hex[:10]
+        self.corpus, self.settings = corpus, settings
+        self.out_dir = Path(out_dir)
+        self.name = name or self.out_dir.name
+        self.owner = owner
+        self.preview_chars = preview_chars
+        self.created = time.time()
+        self._max_chart_points = max_chart_points
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self._stop_note: Optional[str] = None
+        self._thread: Optional[threading.Thread] = None
+        self._done_callbacks: list[Callable[["TrainingJob"], None]] = []
+        self._resume = False
+        self._status, self._message = QUEUED, "waiting to start"
+        self._bundle: Optional[Bundle] = None
+        self._run: Optional[PreparedRun] = None
+        self._reset_progress()
+
+    def _reset_progress(self) -> None:
+        self._train = ThinnedSeries(self._max_chart_points)
+        self._evals = ThinnedSeries(max(1000, self._max_chart_points))
+        self._best: Optional[dict] = None
+        self._last: Optional[dict] = None
+        self._sample, self._sample_step = "", None
+        self._end: Optional[TrainingEnded] = None
+        self._total_steps: Optional[int] = None
+        self._chars_per_token = 1.0
+        self._parameters: Optional[int] = None
+        self._device = ""
+        self._pace_start: Optional[tuple[float, float]] = None   # (clock, progress) when steps began
+        self._last_clock: Optional[float] = None                 # clock of the newest event
+        self._event_clocks: list[float] = []                      # clocks of the last few events
+        self._version = getattr(self, "_version", 0) + 1
+
+    # --- state ---------------------------------------------------------------------------------
+    @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def active(self) -> bool:
+        return self._status in ACTIVE
+
+    @property
+    def bundle(self) -> Optional[Bundle]:
+        """The trained model (best weights), once the job has written its model folder."""
+        return self._bundle
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            last = self._last or {}
+            progress = float(last.get("progress", 0.0))
+            return JobSnapshot(
+                id=self.id, name=self.name, owner=self.owner, status=self._status,
+                message=self._message, settings=self.settings, step=int(last.get("step", 0)),
+                total_steps=self._total_steps, progress=progress,
+                elapsed=float(last.get("elapsed", 0.0)), eta_s=self._eta(progress),
+                tokens_per_s=self._tokens_per_s(), chars_per_token=self._chars_per_token,
+                parameters=self._parameters, device=self._device, train=self._train.points(),
+                evals=self._evals.points(), best=self._best, sample=self._sample,
+                sample_step=self._sample_step, end=self._end, has_model=self._bundle is not None,
+                event_interval_s=self._event_interval(), version=self._version)
+
+    def _eta(self, progress: float) -> Optional[float]:
+        """Seconds left at the pace since this session's start, as of the newest event (so that a
+        snapshot only changes when training moved: unchanged polls redraw nothing)."""
+        if self._status != RUNNING or self._pace_start is None or self._last_clock is None or progress >= 1:
+            return None
+        started, progress0 = self._pace_start
+        done, spent = progress - progress0, self._last_clock - started
+        if done <= 0 or spent <= 0:
+            return None
+        return spent * (1 - progress) / done
+
+    def _event_interval(self) -> Optional[float]:
+        clocks = self._event_clocks
+        return (clocks[-1] - clocks[0]) / (len(clocks) - 1) if len(clocks) >= 3 else None
+
+    def _tokens_per_s(self) -> Optional[float]:
+        for point in (self._train.last, self._last):
+            if point and isinstance(point.get("tokens_per_s"), float) and math.isfinite(point["tokens_per_s"]):
+                return point["tokens_per_s"]
+        return None
+
+    def _set(self, status: Optional[str] = None, message: Optional[str] = None) -> None:
+        with self._lock:
+            if status is not None:
+                self._status = status
+            if message is not None:
+                self._message = message
+            self._version += 1
+
+    # --- control -------------------------------------------------------------------------------
+    def add_done_callback(self, callback: Callable[["TrainingJob"], None]) -> None:
+        self._done_callbacks.append(callback)
+
+    def start(self) -> None:
+        """Start the thread (the registry calls this); a job stopped while queued stays stopped."""
+        with self._lock:
+            if self._status != QUEUED or self._thread is not None:
+                return
+            if self._stop_event.is_set():
+                return
+            self._status, self._message = RUNNING, "preparing: fitting the tokenizer and encoding the text"
+            self._version += 1
+            self._thread = threading.Thread(target=self._main, name=f"train-{self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self, note: Optional[str] = None) -> None:
+        """Ask the job to stop at the next step; a queued job is cancelled at once."""
+        cancelled = False
+        with self._lock:
+            if self._status not in ACTIVE:
+                return
+            self._stop_note = note
+            self._stop_event.set()
+            if self._status == QUEUED and self._thread is None:
+                self._status = STOPPED
+                self._message = note or "cancelled before it started"
+                self._version += 1
+                cancelled = True
+            else:
+                self._message = "stopping after the current step..."
+                self._version += 1
+        if cancelled:
+            self._notify_done()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_event.is_set()
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the thread; True when the job is no longer active."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.active
+
+    def can_resume(self) -> bool:
+        return not self.active and (self.out_dir / CHECKPOINT_DIR).is_dir()
+
+    def prepare_resume(self, train: Optional[TrainConfig] = None) -> None:
+        """Queue this finished job again to continue its model folder (``train``: a new budget)."""
+        with self._lock:
+            if self._status in ACTIVE:
+                raise ConfigError(f"{self.name} is still {self._status}; stop it first")
+            if not (self.out_dir / CHECKPOINT_DIR).is_dir():
+                raise ConfigError(f"nothing to resume: {self.name} stopped before its first evaluation "
+                                  "and saved no checkpoint; start a new training instead")
+            if train is not None:
+                self._check_budget(train)
+                self.settings = replace(self.settings, train=train)
+            self._resume = True
+            self._stop_event = threading.Event()
+            self._stop_note = None
+            self._thread = None
+            self._status, self._message = QUEUED, "waiting to resume"
+            self._version += 1
+
+    def _check_budget(self, train: TrainConfig) -> None:
+        last = self._last or {}
+        steps, elapsed, epoch = last.get("step", 0), last.get("elapsed", 0.0), last.get("epoch", 0.0)
+        if train.max_steps is not None and train.max_steps <= steps:
+            raise ConfigError(f"this run already did {steps} steps; raise the step budget above {steps} "
+                              "to continue it")
+        if train.max_minutes is not None and train.max_minutes * 60 <= elapsed:
+            raise ConfigError(f"this run already trained {elapsed / 60:.1f} min; raise the time budget "
+                              "above that to continue it")
+        if train.epochs is not None and train.epochs <= epoch:
+            raise ConfigError(f"this run already trained {epoch:.2f} epochs; raise the epoch budget "
+                              "above that to continue it")
+
+    # --- the thread ----------------------------------------------------------------------------
+    def _main(self) -> None:
+        try:
+            self._train_and_save()
+        except TextgenError as exc:
+            self._set(FAILED, str(exc))
+        except Exception as exc:  # a bug in the engine: keep the app alive and say so
+            log.exception("training job %s failed", self.name)
+            self._set(FAILED, f"unexpected error ({type(exc).__name__}: {exc}); please report it")
+        finally:
+            self._run = None
+            self._notify_done()
+
+    def _train_and_save(self) -> None:
+        run = prepare_run(self.corpus, self.settings, self.out_dir, resume=self._resume, name=self.name)
+        trainer = run.trainer
+        with self._lock:
+            if self._resume:
+                self._reset_progress()
+                for point in trainer.history.points:
+                    self._record(_point(point))
+            self._total_steps = trainer.total_steps
+            self._chars_per_token = trainer.chars_per_token
+            self._parameters = run.model.num_parameters()
+            self._device = hardware_name(trainer.device)
+            self._message = "resuming" if self._resume else "training"
+            self._pace_start = (self._clock(), float((self._last or {}).get("progress", 0.0)))
+            self._version += 1
+        self._run = run
+        trainer.callbacks.append(self._on_event)
+        history = trainer.fit(self._stop_event)
+        end = history.end
+        note = f"{self._stop_note}; " if self._stop_note and end.reason == "stopped" else ""
+        message = end.message.replace("stopped by request at", "at", 1) if note else end.message
+        if end.best_step is None and end.reason == "stopped":
+            self._set(STOPPED, f"{note}stopped before the first step; nothing was saved")
+            return
+        self._set(message="saving the model folder")
+        result = finish_run(run, history)
+        with self._lock:
+            self._bundle = result.bundle
+            self._status = STOPPED if end.reason == "stopped" else FINISHED
+            self._message = note + message
+            self._version += 1
+
+    def _record(self, point: dict) -> None:
+        """Add one event point to the series (the caller holds the lock)."""
+        self._last, self._last_clock = point, self._clock()
+        if point["kind"] == "eval":
+            self._evals.append(point)
+            if self._best is None or point["val_loss"] < self._best["val_loss"]:
+                self._best = point
+        else:
+            self._train.append(point)
+        self._version += 1
+
+    def _on_event(self, event) -> None:
+        """Trainer callback, in the training thread: keep it short."""
+        if isinstance(event, TrainingEnded):
+            with self._lock:
+                self._end = event
+                self._version += 1
+            return
+        with self._lock:
+            self._record(_point(event))
+            if isinstance(event, TrainProgress):
+                self._event_clocks = [*self._event_clocks[-5:], self._last_clock]
+        if isinstance(event, EvalResult) and self.preview_chars > 0 and not self._stop_event.is_set():
+            text = self._preview()
+            if text is not None:
+                with self._lock:
+                    self._sample, self._sample_step = text, event.step
+                    self._version += 1
+
+    def _preview(self) -> Optional[str]:
+        """About ``preview_chars`` characters from the current weights (temperature 0.8, seed 1)."""
+        run = self._run
+        if run is None:
+            return None
+        tokens = max(8, round(self.preview_chars / max(run.trainer.chars_per_token, 1e-6)))
+        options = SamplingOptions(length=tokens, temperature=0.8, seed=1)
+        try:
+            return "".join(pieces[0] for pieces in stream_text(run.model, run.tokenizer, "", options))
+        except Exception:  # a preview must never stop training
+            log.exception("preview sample failed for %s", self.name)
+            return None
+
+    def _notify_done(self) -> None:
+        for callback in list(self._done_callbacks):
+            try:
+                callback(self)
+            except Exception:
+                log.exception("job done callback failed")
+
+
+class JobRegistry:
+    """Process-wide bookkeeping of active jobs: a cap, a per-owner queue, and a reaper.
+
+    - at most ``max_running`` jobs train at once; each owner trains one job at a time and its
+      further jobs wait (up to ``max_per_owner`` running + waiting);
+    - a job whose owner has not called ``touch(owner)`` for ``stale_after_s`` seconds is stopped
+      (its best weights so far are still saved), so closed tabs free their slot.
+    """
+
+    def __init__(self, max_running: int = DEFAULT_MAX_RUNNING, max_per_owner: int = DEFAULT_MAX_PER_OWNER,
+                 stale_after_s: float = DEFAULT_STALE_AFTER_S, reap_every_s: Optional[float] = 15.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_running < 1 or max_per_owner < 1 or stale_after_s <= 0:
+            raise ConfigError("the job registry needs max_running, max_per_owner and stale_after_s above 0")
+        self.max_running, self.max_per_owner = max_running, max_per_owner
+        self.stale_after_s, self.reap_every_s, self.clock = stale_after_s, reap_every_s, clock
+        self._lock = threading.RLock()
+        self._jobs: list[TrainingJob] = []          # queued and running, oldest first
+        self._last_seen: dict[str, float] = {}
+        self._reaper: Optional[threading.Thread] = None
+        self._closed = threading.Event()
+
+    # --- queries -------------------------------------------------------------------------------
+    def active_jobs(self, owner: Optional[str] = None) -> list[TrainingJob]:
+        with self._lock:
+            return [j for j in self._jobs if owner is None or j.owner == owner]
+
+    def running_count(self) -> int:
+        with self._lock:
+            return sum(1 for j in self._jobs if j.status == RUNNING)
+
+    # --- heartbeat and reaping -----------------------------------------------------------------
+    def touch(self, owner: str) -> None:
+        """The owner's page is alive: call on every page run and every poll."""
+        with self._lock:
+            self._last_seen[owner] = self.clock()
+
+    def reap(self) -> list[TrainingJob]:
+        """Stop the jobs of owners silent for longer than ``stale_after_s``; returns them."""
+        now = self.clock()
+        with self._lock:
+            stale_owners = {o for o, seen in self._last_seen.items() if now - seen > self.stale_after_s}
+            stale = [j for j in self._jobs if j.owner in stale_owners and not j.stop_requested]
+            for owner in stale_owners:
+                if not any(j.owner == owner for j in self._jobs):
+                    del self._last_seen[owner]
+        minutes = self.stale_after_s / 60
+        for job in stale:
+            log.info("stopping abandoned training job %s of %s", job.name, job.owner)
+            job.stop(f"stopped automatically: no open page followed it for {minutes:g} min")
+        return stale
+
+    def _reap_loop(self) -> None:
+        while not self._closed.wait(self.reap_every_s):
+            try:
+                self.reap()
+            except Exception:
+                log.exception("job reaper failed")
+
+    def _ensure_reaper(self) -> None:
+        if self.reap_every_s and self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap_loop, name="job-reaper", daemon=True)
+            self._reaper.start()
+
+    def close(self) -> None:
+        """Stop the reaper and every active job (tests, shutdown)."""
+        self._closed.set()
+        for job in self.active_jobs():
+            job.stop("stopped: the app is shutting down")
+
+    # --- submitting ----------------------------------------------------------------------------
+    def _check_room(self, owner: str, count: int) -> None:
+        mine = [j for j in self._jobs if j.owner == owner]
+        if len(mine) + count > self.max_per_owner:
+            raise ConfigError(f"you have {len(mine)} trainings running or waiting and at most "
+                              f"{self.max_per_owner} are allowed; stop one or wait for it to finish")
+        running = sum(1 for j in self._jobs if j.status == RUNNING)
+        if not mine and running >= self.max_running:
+            raise ConfigError(f"the machine is busy: {running} trainings are already running and at most "
+                              f"{self.max_running} run at once here; try again when one has finished")
+
+    def submit(self, *jobs: TrainingJob) -> None:
+        """Start the jobs, or queue them behind the owner's running job; all or none.
+
+        Raises ConfigError (with a message for the user) when there is no room.
+        """
+        if not jobs:
+            return
+        owners = {j.owner for j in jobs}
+        if len(owners) != 1:
+            raise ConfigError("jobs submitted together must belong to one owner")
+        self.reap()
+        with self._lock:
+            self._check_room(jobs[0].owner, len(jobs))
+            for job in jobs:
+                if job.status != QUEUED:
+                    raise ConfigError(f"{job.name} is {job.status}; only new or resumable jobs can start")
+            self._last_seen[jobs[0].owner] = self.clock()
+            for job in jobs:
+                job.add_done_callback(self._job_done)
+                self._jobs.append(job)
+            self._schedule()
+        self._ensure_reaper()
+
+    def resume(self, job: TrainingJob, train: Optional[TrainConfig] = None) -> None:
+        """Continue a finished or stopped job's model folder (``train``: its new budget)."""
+        self.reap()
+        with self._lock:
+            self._check_room(job.owner, 1)
+            job.prepare_resume(train)
+            self._last_seen[job.owner] = self.clock()
+            if self._job_done not in job._done_callbacks:
+                job.add_done_callback(self._job_done)
+            self._jobs.append(job)
+            self._schedule()
+        self._ensure_reaper()
+
+    def _schedule(self) -> None:
+        """Start waiting jobs, oldest first, while there is room (the caller holds the lock)."""
+        busy = {j.owner for j in self._jobs if j.status == RUNNING}
+        running = sum(1 for j in self._jobs if j.status == RUNNING)
+        for job in self._jobs:
+            if running >= self.max_running:
+                break
+            if job.status == QUEUED and job.owner not in busy:
+                job.start()
+                if job.status == RUNNING:
+                    busy.add(job.owner)
+                    running += 1
+
+    def _job_done(self, job: TrainingJob) -> None:
+        with self._lock:
+            if job in self._jobs:
+                self._jobs.remove(job)
+            self._schedule()
+
+
+_registry: Optional[JobRegistry] = None
+_registry_lock = threading.Lock()
+
+
+def get_registry() -> JobRegistry:
+    """The process-wide registry (limits from TEXTGEN_MAX_JOBS and TEXTGEN_JOB_TIMEOUT_S)."""
+    global _registry
+    with _registry_lock:
+        if _registry is None:
+            try:
+                max_running = int(os.environ.get(MAX_RUNNING_ENV) or DEFAULT_MAX_RUNNING)
+                stale = float(os.environ.get(STALE_AFTER_ENV) or DEFAULT_STALE_AFTER_S)
+            except ValueError as exc:
+                raise ConfigError(f"{MAX_RUNNING_ENV} and {STALE_AFTER_ENV} must be numbers ({exc})") from exc
+            _registry = JobRegistry(max_running=max_running, stale_after_s=stale)
+        return _registry

@@ -1,0 +1,154 @@
+"""The models a session can use: trained in this session, pretrained/ folders, loaded from the Hub."""
+from __future__ import annotations
+
+import fnmatch
+import io
+import os
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import streamlit as st
+
+import textgen_core
+from textgen_core import Bundle, TextgenError
+from textgen_core.hub import CARD_FILE, CONFIG_FILE, HUB_FILE_PATTERNS, WEIGHTS_FILE, load_folder
+
+from .state import session_jobs
+
+PRETRAINED_ENV = "TEXTGEN_PRETRAINED_DIR"
+DEFAULT_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def pretrained_dir() -> Path:
+    return Path(os.environ.get(PRETRAINED_ENV) or DEFAULT_PRETRAINED_DIR)
+
+
+def pretrained_folders() -> list[Path]:
+    root = pretrained_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
+
+
+def builtin_corpora() -> dict[str, Path]:
+    """Texts that come with the app: ``pretrained/<model>/corpus.txt`` and ``pretrained/*.txt``."""
+    root = pretrained_dir()
+    if not root.is_dir():
+        return {}
+    found = {f"{p.parent.name} (its training text)": p for p in sorted(root.glob("*/corpus.txt"))}
+    found.update({p.stem: p for p in sorted(root.glob("*.txt"))})
+    return found
+
+
+@st.cache_resource(show_spinner="Loading the pretrained model...", max_entries=8)
+def _load_pretrained(path: str, mtime: float) -> Bundle:
+    return load_folder(path)  # shared read-only by every session: sampling never changes it
+
+
+def load_pretrained(folder: Path) -> Bundle:
+    return _load_pretrained(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime)
+
+
+@dataclass
+class ModelEntry:
+    label: str                      # unique, shown in pickers
+    origin: str                     # "trained here" | "pretrained" | "Hub"
+    folder: Optional[Path]          # its model folder on this machine
+    load: Callable[[], Bundle]      # may raise TextgenError
+
+
+def available_models() -> dict[str, ModelEntry]:
+    """label -> entry: this session's trained models (newest first), Hub loads, pretrained/."""
+    entries: dict[str, ModelEntry] = {}
+
+    def add(label: str, origin: str, folder: Optional[Path], load: Callable[[], Bundle]) -> None:
+        base, n = label, 2
+        while label in entries:
+            label, n = f"{base} ({n})", n + 1
+        entries[label] = ModelEntry(label, origin, folder, load)
+
+    for job in session_jobs():
+        bundle = job.bundle
+        if bundle is not None:
+            when = time.strftime("%H:%M:%S", time.localtime(job.created))
+            add(f"{job.name} · trained here at {when}", "trained here", job.out_dir, lambda b=bundle: b)
+    for repo_id, bundle in st.session_state.get("hub_bundles", {}).items():
+        add(f"{repo_id} · Hub", "Hub", bundle.path, lambda b=bundle: b)
+    for folder in pretrained_folders():
+        add(f"{folder.name} · pretrained", "pretrained", folder, lambda f=folder: load_pretrained(f))
+    return entries
+
+
+def hub_load_form(key: str, select_key: Optional[str] = None) -> None:
+    """A repo-id form that loads a Hub model into the session (``select_key``: a model picker to
+    point at it). The load runs in a callback, before the page, so model lists already show it."""
+    state = st.session_state
+
+    def load() -> None:
+        repo_id = (state.get(f"{key}_repo") or "").strip()
+        try:
+            state.hub_bundles[repo_id] = textgen_core.load(repo_id)
+            state[f"{key}_result"] = ("success", f"Loaded {repo_id}.")
+            if select_key:
+                state[select_key] = f"{repo_id} · Hub"
+        except TextgenError as exc:
+            state[f"{key}_result"] = ("error", str(exc))
+
+    with st.form(key):
+        st.text_input("Repo id", placeholder="owner/name", key=f"{key}_repo")
+        st.form_submit_button("Load", icon=":material/cloud_download:", on_click=load)
+    kind, message = state.pop(f"{key}_result", (None, None))
+    if kind == "success":
+        st.success(message, icon=":material/cloud_done:")
+    elif kind == "error":
+        st.error(message, icon=":material/cloud_off:")
+
+
+def zip_model_folder(folder: Path) -> bytes:
+    """A zip of the model's own files (weights, config, tokenizer, history, card), not checkpoint/."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(folder).iterdir()):
+            if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in HUB_FILE_PATTERNS):
+                archive.write(path, f"{Path(folder).name}/{path.name}")
+    return buffer.getvalue()
+
+
+def card_rows(bundle: Bundle) -> list[tuple[str, str]]:
+    """The model card's main facts as (field, value) rows."""
+    info, config = bundle.info, bundle.model.config
+    rows = []
+    corpus = info.get("corpus") or {}
+    if corpus:
+        rows.append(("corpus", f"{corpus.get('name', '?')} ({corpus.get('chars', 0):,} characters)"))
+    rows.append(("tokenizer", f"{bundle.tokenizer.kind}, {bundle.tokenizer.vocab_size:,} tokens"))
+    sizes = f"embedding {config.embedding}, hidden {config.hidden}, layers {config.layers}"
+    if config.arch in ("cnn", "attention"):
+        sizes += f", context {config.context}"
+    rows.append(("architecture", f"{config.arch.upper()}: {sizes}, dropout {config.dropout}"))
+    rows.append(("parameters", f"{bundle.model.num_parameters():,}"))
+    if info.get("best_val_loss") is not None:
+        rows.append(("best validation loss", f"{info['best_val_loss']:.4f} nats/token at step {info.get('best_step')}"))
+    if info.get("best_val_bpc") is not None:
+        rows.append(("best validation bits per char", f"{info['best_val_bpc']:.4f}"))
+    if info.get("steps") is not None:
+        rows.append(("training", f"{info['steps']} steps in {info.get('elapsed_s', 0):.0f} s "
+                                 f"on {info.get('hardware', '?')}"))
+    if info.get("stop_message"):
+        rows.append(("stopped because", info["stop_message"]))
+    return rows
+
+
+def card_markdown(bundle: Bundle) -> Optional[str]:
+    """The README.md model card without its YAML front matter, if the folder has one."""
+    if bundle.path is None or not (bundle.path / CARD_FILE).is_file():
+        return None
+    text = (bundle.path / CARD_FILE).read_text(encoding="utf-8", errors="replace")
+    if text.startswith("---"):
+        end = text.find("\n---", 3)
+        text = text[end + 4:] if end != -1 else text
+    return text.strip()
