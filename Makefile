@@ -28,11 +28,11 @@ run: $(VENV)/.installed
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 # The suite without the browser layer.
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q -m "not e2e"
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m "not e2e"
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
