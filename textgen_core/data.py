@@ -2,16 +2,53 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ConfigError, CorpusError
 
+if TYPE_CHECKING:
+    from .tokenizers import Tokenizer
+
+
+def id_dtype(vocab_size: int) -> torch.dtype:
+    """The smallest integer type that holds every id (int16 for most vocabularies)."""
+    return torch.int16 if vocab_size <= torch.iinfo(torch.int16).max else torch.int32
+
 
 def to_id_tensor(ids: list[int], vocab_size: int) -> torch.Tensor:
     """One 1-D tensor in the smallest integer type that holds every id (int16 for most vocabularies)."""
-    dtype = torch.int16 if vocab_size <= torch.iinfo(torch.int16).max else torch.int32
-    return torch.tensor(ids, dtype=dtype)
+    return torch.tensor(ids, dtype=id_dtype(vocab_size))
+
+
+# Tokenizers whose ids for a text are the ids of its pieces cut just after a newline, concatenated:
+# no char, word or SentencePiece token spans a "\n" (SentencePiece encodes line by line).
+LINE_SPLITTABLE = ("char", "word", "sentencepiece")
+ENCODE_CHUNK_CHARS = 1 << 20
+
+
+def encode_ids(tokenizer: "Tokenizer", text: str, chunk_chars: int = ENCODE_CHUNK_CHARS) -> torch.Tensor:
+    """``to_id_tensor(tokenizer.encode(text), tokenizer.vocab_size)``, the same ids, a piece at a time.
+
+    Encoding 50 MB in one go holds a Python list of 50 million ints (8 bytes a pointer, more for
+    larger ids) next to the text; here at most about ``chunk_chars`` ids are a list at any moment,
+    and the rest are already 2-byte (or 4-byte) tensor entries. Pieces end just after a newline.
+    """
+    dtype = id_dtype(tokenizer.vocab_size)
+    if len(text) <= chunk_chars or getattr(tokenizer, "kind", None) not in LINE_SPLITTABLE:
+        return torch.tensor(tokenizer.encode(text), dtype=dtype)
+    pieces, start = [], 0
+    while start < len(text):
+        end = start + chunk_chars
+        if end < len(text):
+            cut = text.rfind("\n", start, end)
+            if cut < 0:  # one very long line: run on to its end
+                cut = text.find("\n", end)
+            end = len(text) if cut < 0 else cut + 1
+        pieces.append(torch.tensor(tokenizer.encode(text[start:end]), dtype=dtype))
+        start = end
+    return torch.cat(pieces)
 
 
 @dataclass
@@ -45,10 +82,16 @@ def random_windows(ids: torch.Tensor, batch: int, seq_len: int,
     """``batch`` random windows: inputs (B, T) and next-token targets (B, T), int64 on ids' device.
 
     Start offsets come from ``generator`` on the CPU, so a seed fixes the batches on any device.
+    On a GPU only those ``batch`` offsets cross over (from pinned memory, without waiting for the
+    GPU); the (B, T + 1) index is built on the device.
     """
     starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator)
-    index = starts[:, None] + torch.arange(seq_len + 1)            # (B, T + 1), a gather, no copies
-    window = ids[index.to(ids.device, non_blocking=True)].long()
+    if ids.device.type == "cuda":
+        starts = starts.pin_memory().to(ids.device, non_blocking=True)
+    elif ids.device != starts.device:
+        starts = starts.to(ids.device)
+    index = starts[:, None] + torch.arange(seq_len + 1, device=ids.device)   # (B, T + 1)
+    window = ids[index].long()                      # one gather from the id tensor: the batch itself
     return window[:, :-1], window[:, 1:]
 
 

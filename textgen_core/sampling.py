@@ -86,6 +86,32 @@ def _cpu_rnn_fast_path(model: LanguageModel) -> contextlib.AbstractContextManage
     return contextlib.nullcontext()
 
 
+# On the CPU a step for a handful of samples is a few matrix-vector products: splitting them over
+# threads costs more than it saves, and on a busy machine the threads wait for each other
+# (BENCHMARKS.md: one thread is faster up to batch 4; from batch 16 up, more threads win).
+SINGLE_THREAD_MAX_BATCH = 4
+
+
+def _forward_for(model: LanguageModel, batch: int):
+    """``model`` itself, or on the CPU for tiny batches a wrapper that runs each call on one thread.
+
+    The thread count is set back after every call, so code between steps (the caller's, or a
+    training thread started meanwhile) never sees the change.
+    """
+    if model.device.type != "cpu" or batch > SINGLE_THREAD_MAX_BATCH or torch.get_num_threads() == 1:
+        return model
+
+    def one_thread(ids: torch.Tensor, state=None):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return model(ids, state)
+        finally:
+            torch.set_num_threads(threads)
+
+    return one_thread
+
+
 @torch.inference_mode()
 def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions,
                banned_ids: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
@@ -107,17 +133,21 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
     model.eval()
     try:
         with _cpu_rnn_fast_path(model):
+            forward = _forward_for(model, options.num_samples)
             ids = torch.tensor([prompt_ids] * options.num_samples, device=device)   # (B, P)
-            logits, state = model(ids)
+            logits, state = forward(ids)
+            banned = None   # (V,) bool mask, built once
+            if banned_ids and len(banned_ids) < logits.shape[-1]:
+                banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+                banned[list(banned_ids)] = True
             for step in range(options.length):
                 last = logits[:, -1, :]
-                if banned_ids and len(banned_ids) < last.shape[-1]:
-                    last = last.clone()
-                    last[:, list(banned_ids)] = float("-inf")
+                if banned is not None:
+                    last = last.masked_fill(banned, float("-inf"))
                 next_ids = pick_next(last, options, generator)                      # (B,)
                 yield next_ids
                 if step + 1 < options.length:  # the last token needs no forward pass
-                    logits, state = model(next_ids[:, None], state)
+                    logits, state = forward(next_ids[:, None], state)
     finally:
         model.train(was_training)
 

@@ -1,0 +1,185 @@
+"""Time to quality on tiny Shakespeare, char level, the last 10% of the text held out for validation.
+
+Default run: the project's recommended settings for each device present (textgen_core.defaults),
+trained through the project's own Trainer with a wall-clock budget; prints the validation curve
+(seconds, step, val nats/char) and the best loss. CPU: 5 minutes. GPU (named in the output): 60 s,
+and the first time the validation loss reaches 1.40 nats/char. No GPU: those rows are skipped.
+
+Candidate mode (--candidates) chooses the CPU defaults at equal time on a shared machine:
+  1. each candidate's step time and the time of one validation pass: the fastest seen over
+     interleaved runs with every step timed (load from other processes only ever adds time);
+  2. each candidate trains for the number of steps that fills --seconds at that speed (a step budget,
+     so the loss reached does not depend on what else the machine runs while it trains);
+  3. the table ranks them by the best validation loss at equal (projected) time.
+
+    python benchmarks/bench_quality.py                           # CPU 5 min (+ GPU 60 s when present)
+    python benchmarks/bench_quality.py --candidates --seconds 75 # the CPU defaults search
+    python benchmarks/bench_quality.py --quick                   # seconds, for the smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from common import describe, emit, find_corpus, interleave, machine, table
+
+import torch
+
+from textgen_core.data import split_ids, to_id_tensor
+from textgen_core.defaults import recommended_settings
+from textgen_core.evaluation import total_nats
+from textgen_core.models import ModelConfig, build_model
+from textgen_core.tokenizers import CharTokenizer
+from textgen_core.training import TrainConfig, Trainer
+
+GPU_TARGET = 1.40  # nats per char
+
+# name: model and training settings (anything not named: TrainConfig's defaults)
+CANDIDATES = {
+    "lstm256x2 b32 t128 lr3e-3 fp32": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="fp32"),
+    "lstm256x2 b16 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=16, seq_len=128, lr=3e-3, precision="bf16"),
+    "lstm256x2 b32 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="bf16"),
+    "lstm256x2 b64 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=64, seq_len=128, lr=3e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=3e-3, precision="bf16"),
+    "lstm256x2 b32 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=6e-3, precision="bf16"),
+    "gru256x2 b32 t128 lr3e-3 bf16": dict(arch="gru", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="bf16"),
+    "lstm512x2 b32 t128 lr2e-3 bf16": dict(arch="lstm", preset="medium", dropout=0.1, batch_size=32, seq_len=128, lr=2e-3, precision="bf16"),
+}
+MODEL_KEYS = ("arch", "preset", "embedding", "hidden", "layers", "dropout")
+
+
+def load_split(quick: bool, seq_len: int):
+    path = find_corpus()
+    if path is None:
+        raise SystemExit("tiny Shakespeare not found (../shared/data or .data/); nothing to measure")
+    text = path.read_text(encoding="utf-8")
+    if quick:
+        text = text[:20_000]
+    tokenizer = CharTokenizer().fit(text)
+    ids = to_id_tensor(tokenizer.encode(text), tokenizer.vocab_size)
+    return split_ids(ids, 0.1, seq_len), tokenizer.vocab_size
+
+
+def make_model(settings: dict, vocab: int):
+    torch.manual_seed(0)
+    model_args = {k: settings[k] for k in MODEL_KEYS if k in settings}
+    return build_model(ModelConfig.from_preset(model_args.pop("arch"), model_args.pop("preset"), vocab, **model_args))
+
+
+def train_config(settings: dict, device: str, **budget) -> TrainConfig:
+    values = {k: v for k, v in settings.items() if k not in MODEL_KEYS}
+    values.update(device=device, seed=0, **budget)
+    return TrainConfig(**values)
+
+
+def train_curve(settings: dict, split, vocab: int, device: str, **budget) -> dict:
+    """Train with the project's Trainer; returns the evaluation curve and the run's summary."""
+    curve = []
+    model = make_model(settings, vocab)
+    trainer = Trainer(model, split, train_config(settings, device, **budget), chars_per_token=1.0,
+                      callbacks=(lambda e: curve.append(
+                          {"seconds": round(e.elapsed, 1), "step": e.step, "val_loss": round(e.val_loss, 4),
+                           "train_loss": round(e.train_loss, 4)}) if e.kind == "eval" else None,))
+    history = trainer.fit()
+    best = min((p["val_loss"] for p in curve), default=float("nan"))
+    return {"curve": curve, "best_val_loss": best, "steps": history.end.step, "seconds": history.end.elapsed,
+            "params": model.num_parameters(), "tokens_per_step": trainer.tokens_per_step}
+
+
+def step_and_eval_seconds(settings: dict, split, vocab: int, steps: int = 6, warmup: int = 2) -> dict:
+    """Seconds per training step (each step timed: an event per step costs nothing on the CPU), then
+    the seconds of one validation pass, in the same run so that both see the same machine load."""
+    stamps = {}
+    model = make_model(settings, vocab)
+    config = train_config(settings, "cpu", max_steps=steps + warmup, eval_every=10**6, log_every=1)
+    Trainer(model, split, config, callbacks=(
+        lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,)).fit()
+    start = time.perf_counter()
+    total_nats(model, split.val, config.seq_len, config.eval_streams, settings.get("precision", "fp32"))
+    return {"steps": [stamps[i + 1] - stamps[i] for i in range(warmup, steps + warmup)],
+            "eval": time.perf_counter() - start}
+
+
+def run_candidates(names: list[str], seconds: float, quick: bool, repeats: int) -> list[dict]:
+    split, vocab = load_split(quick, 128)
+    chosen = {name: CANDIDATES[name] for name in names}
+    steps = 2 if quick else 6
+    timing = interleave({name: (lambda s=s: step_and_eval_seconds(s, split, vocab, steps=steps))
+                         for name, s in chosen.items()}, repeats)
+    rows = []
+    for name, settings in chosen.items():
+        # the fastest step and pass seen: other processes' load only ever adds time, and on this
+        # shared machine it comes in bursts that even interleaved medians do not cancel
+        step_s = min(t for run in timing[name] for t in run["steps"])
+        eval_s = min(run["eval"] for run in timing[name])
+        # steps that fill the budget with about 8 evaluations on the way
+        eval_every = max(1, int(seconds / step_s / 8))
+        budget_steps = max(2, int(seconds / (step_s + eval_s / eval_every)))
+        print(f"  {name}: {step_s * 1000:,.0f} ms/step, eval {eval_s:.1f} s -> {budget_steps} steps, "
+              f"eval every {eval_every}", flush=True)
+        start = time.perf_counter()
+        result = train_curve(settings, split, vocab, "cpu", max_steps=budget_steps, eval_every=eval_every)
+        wall = time.perf_counter() - start
+        rows.append({"name": name, "settings": settings, "step_ms": step_s * 1000,
+                     "train_tok_s": result["tokens_per_step"] / step_s, "eval_s": eval_s,
+                     "steps": budget_steps, "eval_every": eval_every, "projected_s": seconds, "wall_s": wall,
+                     **result})
+        print(f"    best val {result['best_val_loss']:.4f} nats/char after {budget_steps} steps "
+              f"(wall {wall:.0f} s; curve {[(p['step'], p['val_loss']) for p in result['curve']]})", flush=True)
+    return sorted(rows, key=lambda r: r["best_val_loss"])
+
+
+def run_defaults(device: str, seconds: float, quick: bool) -> dict:
+    settings = recommended_settings(device)
+    if quick:  # the script's plumbing only: a tiny model for a few steps
+        settings.update(preset="tiny", batch_size=4, seq_len=32, eval_every=2)
+    split, vocab = load_split(quick, settings["seq_len"])
+    budget = dict(max_steps=4) if quick else dict(max_minutes=seconds / 60)
+    result = train_curve(settings, split, vocab, device, **budget)
+    reached = next((p["seconds"] for p in result["curve"] if p["val_loss"] <= GPU_TARGET), None)
+    return {"device": device, "settings": settings, "budget_s": seconds, "seconds_to_1_40": reached, **result}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="60k characters, seconds of training")
+    parser.add_argument("--candidates", action="store_true", help="the CPU defaults search")
+    parser.add_argument("--only", nargs="*", help="candidate names (default: all)")
+    parser.add_argument("--seconds", type=float, help="budget per run (default: 300 CPU, 60 GPU, 75 per candidate)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved step-timing runs per candidate")
+    parser.add_argument("--cpu-only", action="store_true")
+    args = parser.parse_args()
+    info = machine()
+    print(describe(info))
+    if args.candidates:
+        names = args.only or list(CANDIDATES)
+        if args.quick:
+            names = names[:2]
+        seconds = args.seconds or (3 if args.quick else 75)
+        rows = run_candidates(names, seconds, args.quick, args.repeats or (1 if args.quick else 3))
+        print()
+        print(table(["candidate", "train tok/s", "ms/step", "eval s", "steps in budget", "best val nats/char",
+                     "wall s"], [(r["name"], r["train_tok_s"], r["step_ms"], r["eval_s"], r["steps"],
+                                  f"{r['best_val_loss']:.4f}", r["wall_s"]) for r in rows]))
+        emit("quality_candidates", {"machine": info, "quick": args.quick, "budget_s": seconds, "rows": rows,
+                                    "best": rows[0]["name"]})
+        return
+    runs = [run_defaults("cpu", args.seconds or (2 if args.quick else 300), args.quick)]
+    if torch.cuda.is_available() and not args.cpu_only:
+        print(f"GPU: {info['gpu']}")
+        runs.append(run_defaults("cuda", args.seconds or (2 if args.quick else 60), args.quick))
+    else:
+        print("GPU run (target val <= 1.40 nats/char within 60 s): not measured (no CUDA GPU in this session)"
+              if not torch.cuda.is_available() else "GPU run: skipped (--cpu-only)")
+    for run in runs:
+        name = info.get("gpu", "cuda") if run["device"] == "cuda" else "cpu"
+        print(f"\n{name}: {run['settings']}; {run['params']:,} parameters; {run['steps']} steps in "
+              f"{run['seconds']:.0f} s; best validation {run['best_val_loss']:.4f} nats/char")
+        print(table(["seconds", "step", "train loss", "val nats/char"],
+                    [(p["seconds"], p["step"], f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}") for p in run["curve"]]))
+    emit("time_to_quality", {"machine": info, "quick": args.quick, "runs": runs,
+                             "cpu_best_val_loss": runs[0]["best_val_loss"]})
+
+
+if __name__ == "__main__":
+    main()

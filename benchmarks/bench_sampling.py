@@ -1,0 +1,120 @@
+"""Sampling speed in tokens/s at batch 1 and batch 64, GRU and LSTM 2x256 (char vocabulary, 65 ids).
+
+Variants, timed interleaved in one process (A, B, C, C, B, A, ...), medians reported:
+  eager     a plain loop: model(ids, state) -> softmax(logits / T) -> multinomial, torch's defaults
+            (oneDNN on, all intra-op threads)
+  no_onednn the same loop inside torch.backends.mkldnn.flags(enabled=False) (the sampler's old path)
+  project   textgen_core.sampling.sample_ids as shipped
+On a CUDA machine the same table is measured on the GPU (named in the output); without one the GPU
+rows are skipped with a line saying so.
+
+    python benchmarks/bench_sampling.py            # full run (about 1-2 minutes on 2 cores)
+    python benchmarks/bench_sampling.py --quick    # a few tokens per case, for the smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+from common import describe, emit, interleave, machine, median, ratios, sync, table
+
+import torch
+
+from textgen_core.models import ModelConfig, build_model
+from textgen_core.sampling import SamplingOptions, sample_ids
+
+VOCAB = 65
+PROMPT = [1, 2, 3, 4]
+
+
+def eager_loop(model, batch: int, length: int, onednn: bool) -> float:
+    """Tokens/s of the plain loop (temperature 0.8, no filters)."""
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(1)
+    flags = contextlib.nullcontext() if onednn else torch.backends.mkldnn.flags(enabled=False)
+    with torch.inference_mode(), flags:
+        sync(device)
+        start = time.perf_counter()
+        logits, state = model(torch.tensor([PROMPT] * batch, device=device))
+        for step in range(length):
+            probs = torch.softmax(logits[:, -1, :] / 0.8, dim=-1)
+            next_ids = torch.multinomial(probs, 1, generator=generator)
+            if step + 1 < length:
+                logits, state = model(next_ids, state)
+        sync(device)
+    return batch * length / (time.perf_counter() - start)
+
+
+def project(model, batch: int, length: int) -> float:
+    options = SamplingOptions(length=length, temperature=0.8, num_samples=batch, seed=1)
+    sync(model.device)
+    start = time.perf_counter()
+    for _ in sample_ids(model, PROMPT, options, banned_ids=(0,)):
+        pass
+    sync(model.device)
+    return batch * length / (time.perf_counter() - start)
+
+
+def measure(device: torch.device, quick: bool, repeats: int) -> list[dict]:
+    rows = []
+    for arch in ("gru", "lstm"):
+        torch.manual_seed(0)
+        size = dict(embedding=16, hidden=32, layers=1) if quick else {}
+        model = build_model(ModelConfig.from_preset(arch, "small", VOCAB, **size)).to(device).eval()
+        for batch in (1, 64):
+            length = 8 if quick else (600 if batch == 1 else 150)
+            runs = {"eager": lambda: eager_loop(model, batch, length, onednn=True)}
+            if device.type == "cpu":
+                runs["no_onednn"] = lambda: eager_loop(model, batch, length, onednn=False)
+            runs["project"] = lambda: project(model, batch, length)
+            for run in runs.values():  # warm-up (allocator, oneDNN primitives, CUDA context)
+                run()
+            values = interleave(runs, repeats)
+            row = {"device": device.type, "arch": arch, "layers_x_hidden": f"{model.config.layers}x{model.config.hidden}",
+                   "batch": batch, "length": length, "repeats": repeats}
+            for name, vals in values.items():
+                row[f"{name}_tok_s"] = median(vals)
+                row[f"{name}_best_tok_s"] = max(vals)  # load from other processes only slows a run
+            row["project_vs_eager"] = median(ratios(values["project"], values["eager"]))
+            if "no_onednn" in values:
+                row["project_vs_no_onednn"] = median(ratios(values["project"], values["no_onednn"]))
+            rows.append(row)
+            print(f"  {device.type} {arch} batch {batch}: " + ", ".join(
+                f"{k} {median(v):,.0f}" for k, v in values.items()), flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models, 20 tokens: checks the script runs")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per variant (default 5)")
+    parser.add_argument("--cpu-only", action="store_true", help="skip the GPU even when one is present")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 5)
+    info = machine()
+    print(describe(info))
+    rows = measure(torch.device("cpu"), args.quick, repeats)
+    if torch.cuda.is_available() and not args.cpu_only:
+        print(f"GPU: {info['gpu']}")
+        rows += measure(torch.device("cuda"), args.quick, repeats)
+    else:
+        print("GPU rows: not measured (no CUDA GPU in this session)" if not torch.cuda.is_available()
+              else "GPU rows: skipped (--cpu-only)")
+    print()
+    print("tokens/s: median of the interleaved runs (best run in brackets); ratios: median of adjacent pairs")
+    best = lambda r, name: (f"{r[name + '_tok_s']:,.0f} ({r[name + '_best_tok_s']:,.0f})"  # noqa: E731
+                            if name + "_tok_s" in r else "-")
+    print(table(["device", "model", "batch", "eager tok/s", "no oneDNN tok/s", "project tok/s",
+                 "project / eager", "project / no oneDNN"],
+                [(r["device"] if r["device"] == "cpu" else info.get("gpu", "cuda"),
+                  f"{r['arch']} {r['layers_x_hidden']}", r["batch"], best(r, "eager"), best(r, "no_onednn"),
+                  best(r, "project"), r["project_vs_eager"], r.get("project_vs_no_onednn", float("nan")))
+                 for r in rows]))
+    targets = {"cpu_lstm_batch1_tok_s": next(r["project_tok_s"] for r in rows
+                                             if r["device"] == "cpu" and r["arch"] == "lstm" and r["batch"] == 1)}
+    emit("sampling", {"machine": info, "quick": args.quick, "rows": rows, **targets})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Trainer overhead: tokens/s of textgen_core's Trainer against a bare PyTorch loop, in one process.
+
+Both sides use the same model (same initial weights), batch, sequence length, precision and AdamW
+settings; the bare loop has no schedule, no clipping, no logging and never reads the loss.
+The trainer is timed between two of its own progress events (so its log syncs, learning-rate
+schedule, clipping and batch sampling count; the validation pass at the end does not).
+Runs alternate (trainer, bare, bare, trainer, ...). On the CPU every step is timed and tokens/s comes
+from the median step of all runs of a side, which a shared machine's bursts of load do not move much;
+on a GPU each run is timed as a whole after its warm-up steps.
+
+Configurations: GRU and LSTM 2x256, batch 64 x 128, fp32 on the CPU; on a CUDA GPU (named in the
+output) GRU 1024x1 batch 64 x 100 and LSTM 512x2 batch 512 x 256 in the trainer's GPU precision (bf16
+autocast). Without a GPU those rows are skipped with a line saying so.
+
+    python benchmarks/bench_trainer.py             # full run (about 2 minutes on 2 cores)
+    python benchmarks/bench_trainer.py --quick     # tiny model, a few steps, for the smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+from common import describe, emit, find_corpus, interleave, machine, median, sync, table
+
+import torch
+import torch.nn.functional as F
+
+from textgen_core.data import TokenSplit, random_windows, to_id_tensor
+from textgen_core.evaluation import autocast_for
+from textgen_core.models import ModelConfig, build_model
+from textgen_core.tokenizers import CharTokenizer
+from textgen_core.training import TrainConfig, Trainer
+
+CPU_CASES = [
+    dict(name="gru 2x256", arch="gru", embedding=64, hidden=256, layers=2, batch=64, seq=128),
+    dict(name="lstm 2x256", arch="lstm", embedding=64, hidden=256, layers=2, batch=64, seq=128),
+]
+GPU_CASES = [
+    dict(name="gru 1024x1", arch="gru", embedding=256, hidden=1024, layers=1, batch=64, seq=100),
+    dict(name="lstm 512x2", arch="lstm", embedding=128, hidden=512, layers=2, batch=512, seq=256),
+]
+QUICK_CASE = dict(name="gru 1x32 (quick)", arch="gru", embedding=16, hidden=32, layers=1, batch=8, seq=16)
+
+
+def load_ids(synthetic: bool = False) -> tuple[torch.Tensor, int]:
+    """Tiny Shakespeare as char ids when present, else (or when asked) random ids over 65 symbols."""
+    path = None if synthetic else find_corpus()
+    if path is None:
+        size = 50_000 if synthetic else 1_000_000
+        return torch.randint(0, 65, (size,), generator=torch.Generator().manual_seed(0)).short(), 65
+    text = path.read_text(encoding="utf-8")
+    tokenizer = CharTokenizer().fit(text)
+    return to_id_tensor(tokenizer.encode(text), tokenizer.vocab_size), tokenizer.vocab_size
+
+
+def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
+                per_step: bool) -> list[float]:
+    """Seconds per step of Trainer.fit, from its progress events after ``warmup`` steps.
+
+    ``per_step``: an event every step (on the CPU reading the loss costs nothing, the device is the
+    host), so the median step is robust to bursts of load from other processes; otherwise one
+    window from step ``warmup`` to the end (the GPU way: one sync per ``warmup`` steps).
+    """
+    config = TrainConfig(batch_size=case["batch"], seq_len=case["seq"], lr=3e-3, max_steps=steps,
+                         eval_every=steps, log_every=1 if per_step else warmup, device=device.type, seed=0)
+    stamps = {}
+    trainer = Trainer(model, split, config, callbacks=(
+        lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))
+    trainer.fit()
+    if per_step:
+        return [stamps[i + 1] - stamps[i] for i in range(warmup, steps)]
+    return [(stamps[steps] - stamps[warmup]) / (steps - warmup)]
+
+
+def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
+             per_step: bool) -> list[float]:
+    """Seconds per step of the plainest loop that trains the same model the same way."""
+    precision = "bf16" if device.type == "cuda" else "fp32"
+    model = model.to(device).train()
+    ids = split.train.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99), weight_decay=0.01,
+                                  fused=device.type == "cuda")
+    generator = torch.Generator().manual_seed(0)
+    stamps = []
+    for step in range(steps):
+        if step >= warmup and (per_step or step == warmup):
+            sync(device)
+            stamps.append(time.perf_counter())
+        inputs, targets = random_windows(ids, case["batch"], case["seq"], generator)
+        with autocast_for(device, precision):
+            logits, _ = model(inputs)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    stamps.append(time.perf_counter())
+    if per_step:
+        return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [(stamps[-1] - stamps[0]) / (steps - warmup)]
+
+
+def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, steps: int, warmup: int,
+            repeats: int) -> dict:
+    """Interleaved runs; tokens/s from the median step time of all timed steps of each side."""
+    torch.manual_seed(0)
+    config = ModelConfig.from_preset(case["arch"], "small", vocab, embedding=case["embedding"],
+                                     hidden=case["hidden"], layers=case["layers"])
+    initial = build_model(config)
+    n_val = max(case["seq"] * 4, len(ids) // 100)
+    split = TokenSplit(train=ids[:-n_val], val=ids[-n_val:])
+    per_step = device.type == "cpu"
+    runs = {"trainer": lambda: trainer_run(copy.deepcopy(initial), split, case, device, steps, warmup, per_step),
+            "bare": lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup, per_step)}
+    for run in runs.values():  # warm-up: first-call costs (allocator, kernels, CUDA context) fall here
+        run()
+    values = interleave(runs, repeats)
+    tokens = case["batch"] * case["seq"]
+    trainer_steps = [t for run in values["trainer"] for t in run]
+    bare_steps = [t for run in values["bare"] for t in run]
+    row = {"device": device.type, "config": case["name"], "batch": case["batch"], "seq_len": case["seq"],
+           "precision": "bf16" if device.type == "cuda" else "fp32", "timed_steps_per_side": len(bare_steps),
+           "repeats": repeats, "trainer_tok_s": tokens / median(trainer_steps),
+           "bare_tok_s": tokens / median(bare_steps),
+           "ratio": median(bare_steps) / median(trainer_steps),
+           # fastest step of each side: other processes' load only ever adds time
+           "ratio_best": min(bare_steps) / min(trainer_steps),
+           "run_ratios": [round(median(b) / median(t), 3) for t, b in zip(values["trainer"], values["bare"])]}
+    print(f"  {device.type} {case['name']}: trainer {row['trainer_tok_s']:,.0f} tok/s, bare "
+          f"{row['bare_tok_s']:,.0f} tok/s, ratio {row['ratio']:.3f} (fastest steps {row['ratio_best']:.3f}; "
+          f"per run pair {row['run_ratios']})",
+          flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model and few steps: checks the script runs")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved runs per side (default 5)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 10 CPU, 50 GPU)")
+    parser.add_argument("--cpu-only", action="store_true")
+    args = parser.parse_args()
+    info = machine()
+    print(describe(info))
+    ids, vocab = load_ids(synthetic=args.quick)
+    rows = []
+    if args.quick:
+        rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1))
+    else:
+        timed = args.steps or 8
+        for case in CPU_CASES:
+            rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
+                                repeats=args.repeats or 4))
+    if torch.cuda.is_available() and not args.cpu_only:
+        print(f"GPU: {info['gpu']}")
+        timed = args.steps or (5 if args.quick else 50)
+        for case in ([QUICK_CASE] if args.quick else GPU_CASES):
+            rows.append(measure(case, torch.device("cuda"), ids, vocab, steps=timed + 10, warmup=10,
+                                repeats=args.repeats or (1 if args.quick else 5)))
+    else:
+        print("GPU rows (gru 1024x1 B64 T100, lstm 512x2 B512 T256): not measured (no CUDA GPU in this session)"
+              if not torch.cuda.is_available() else "GPU rows: skipped (--cpu-only)")
+    print()
+    print(table(["device", "config", "batch x seq", "precision", "trainer tok/s", "bare tok/s",
+                 "ratio (median steps)", "ratio (fastest steps)", "target"],
+                [(info.get("gpu", "cuda") if r["device"] == "cuda" else "cpu", r["config"],
+                  f"{r['batch']} x {r['seq_len']}", r["precision"], r["trainer_tok_s"], r["bare_tok_s"],
+                  f"{r['ratio']:.3f}", f"{r['ratio_best']:.3f}", ">= 0.95") for r in rows]))
+    emit("trainer_overhead", {"machine": info, "quick": args.quick, "rows": rows,
+                              "min_ratio": min(r["ratio"] for r in rows)})
+
+
+if __name__ == "__main__":
+    main()

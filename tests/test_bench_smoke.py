@@ -1,0 +1,64 @@
+"""Each benchmark script runs in its tiny mode and ends with a JSON line holding the expected keys."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_corpus
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_quick(script: str, *args: str, capsys) -> dict:
+    argv, path = sys.argv, list(sys.path)
+    sys.argv = [str(BENCH / script), "--quick", "--cpu-only", *args]
+    sys.path.insert(0, str(BENCH))
+    try:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = argv, path
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("JSON ")]
+    assert len(lines) == 1, "a benchmark prints exactly one JSON line"
+    result = json.loads(lines[0][5:])
+    assert result["quick"] is True and result["machine"]["torch"]
+    return result
+
+
+def test_trainer_overhead(capsys):
+    result = run_quick("bench_trainer.py", capsys=capsys)
+    assert result["benchmark"] == "trainer_overhead"
+    row = result["rows"][0]
+    assert {"config", "batch", "seq_len", "trainer_tok_s", "bare_tok_s", "ratio"} <= set(row)
+    assert row["trainer_tok_s"] > 0 and row["bare_tok_s"] > 0
+
+
+def test_sampling(capsys):
+    result = run_quick("bench_sampling.py", capsys=capsys)
+    assert result["benchmark"] == "sampling" and result["cpu_lstm_batch1_tok_s"] > 0
+    cases = {(r["arch"], r["batch"]) for r in result["rows"]}
+    assert cases == {("gru", 1), ("gru", 64), ("lstm", 1), ("lstm", 64)}
+    assert all(r["project_tok_s"] > 0 and r["eager_tok_s"] > 0 for r in result["rows"])
+
+
+def test_time_to_quality(capsys):
+    shared_corpus("tinyshakespeare.txt")
+    result = run_quick("bench_quality.py", capsys=capsys)
+    assert result["benchmark"] == "time_to_quality"
+    run = result["runs"][0]
+    assert run["device"] == "cpu" and run["curve"] and run["best_val_loss"] > 0
+    assert {"seconds", "step", "val_loss"} <= set(run["curve"][0])
+
+
+def test_scale(capsys):
+    shared_corpus("tinyshakespeare.txt")
+    result = run_quick("bench_scale.py", capsys=capsys)
+    assert result["benchmark"] == "scale"
+    assert {(r["level"], r["encoder"]) for r in result["rows"]} == {
+        ("char", "list"), ("char", "chunked"), ("word", "list"), ("word", "chunked")}
+    for row in result["rows"]:
+        assert row["dtype"] == "int16" and row["tokens"] > 0 and row["rss_peak_mb"] > 0
+        assert row["split_shares_storage"]  # the training split is a view, not a copy

@@ -1,0 +1,63 @@
+"""Recommended starting settings per device, chosen by measurement (see BENCHMARKS.md).
+
+``recommended_settings(device)`` returns a flat dict: model keys (``arch``, ``preset``, ``dropout``)
+for ``RunSettings`` and training keys for ``TrainConfig``. ``recommended_run_settings`` builds the
+``RunSettings`` directly. Nothing here changes the dataclasses' own defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+# Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
+# the best validation loss on tiny Shakespeare (char level) at equal training time.
+CPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3,
+                          precision="bf16", eval_every=150, max_minutes=5.0)
+
+# Not measured in this project yet (no GPU session ran bench_quality.py); a starting point from the
+# H100 figures in DESIGN.md (LSTM 256x2, dropout 0.2: 1.432 nats/char in 75 s in a bare loop).
+GPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.2, batch_size=128, seq_len=256, lr=3e-3,
+                          precision="bf16", eval_every=100, max_minutes=1.0)
+
+MODEL_KEYS = ("arch", "preset", "dropout")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated
+    and slower than fp32."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def recommended_settings(device: str = "auto") -> dict:
+    """Settings for ``device`` ("auto", "cpu" or "cuda"): a new dict each call."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return dict(GPU_DEFAULTS)
+    settings = dict(CPU_DEFAULTS)
+    if settings["precision"] == "bf16" and not cpu_has_native_bf16():
+        settings["precision"] = "fp32"
+    return settings
+
+
+def recommended_run_settings(device: str = "auto", **overrides):
+    """``RunSettings`` with the recommended model and training settings for ``device``; ``overrides``
+    win (RunSettings fields such as ``tokenizer`` or ``hidden``, or TrainConfig fields)."""
+    from .runs import RunSettings
+    from .training import TrainConfig
+
+    values = recommended_settings(device)
+    values["device"] = device
+    values.update(overrides)
+    train_fields = {f.name for f in fields(TrainConfig)}
+    train = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
+    return RunSettings(**{k: v for k, v in values.items() if k not in train_fields}, train=train)
