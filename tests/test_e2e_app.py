@@ -117,12 +117,17 @@ def shot(page, name: str) -> None:
     page.set_viewport_size({"width": 1400, "height": 1000})
 
 
+def expect(locator):
+    """Playwright's auto-waiting assertion (imported lazily: the module skips without Playwright)."""
+    return pytest.importorskip("playwright.sync_api").expect(locator)
+
+
 def test_corpus_upload(page):
     page.get_by_role("heading", name="Corpus").wait_for()
     page.locator("input[type=file]").set_input_files(str(LYRICS))
     page.get_by_text("distinct characters").wait_for()
-    page.get_by_text("279,856").first.wait_for()
-    page.get_by_text("lyrics_public_domain.txt").first.wait_for()
+    expect(page.get_by_text("279,856").first).to_be_visible()
+    expect(page.get_by_text("lyrics_public_domain.txt").first).to_be_visible()
     shot(page, "1-corpus")
 
 
@@ -182,5 +187,5 @@ def test_models_page(page):
     page.get_by_text("gru-tiny-char · trained here").first.wait_for()
     page.get_by_label("Repo id", exact=True).first.fill("nobody/nothing")
     page.get_by_role("button", name="Load", exact=True).click()
-    page.get_by_text("HF_HUB_OFFLINE").wait_for()
+    expect(page.get_by_text("HF_HUB_OFFLINE")).to_be_visible()
     shot(page, "5-models")

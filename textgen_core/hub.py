@@ -157,12 +157,12 @@ def download(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[s
     kwargs = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILE_PATTERNS)
     try:
         return Path(snapshot_download(local_files_only=True, **kwargs))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        pass  # not cached yet
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
+        not_cached = exc  # go on to the network, unless it is switched off
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline or constants.HF_HUB_OFFLINE:
         raise HubError(f"{repo_id} is not in the local Hub cache and the Hub is switched off "
-                       "(HF_HUB_OFFLINE); use a local model folder")
+                       "(HF_HUB_OFFLINE); use a local model folder") from not_cached
     endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     if not _hub_reachable(endpoint, timeout):
         raise HubError(f"cannot reach the Hugging Face Hub at {endpoint} (no answer within {timeout:g} s) "
