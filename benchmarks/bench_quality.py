@@ -13,7 +13,8 @@ Candidate mode (--candidates) chooses the CPU defaults at equal time on a shared
   3. the table ranks them by the best validation loss at equal (projected) time.
 
     python benchmarks/bench_quality.py                           # CPU 5 min (+ GPU 60 s when present)
-    python benchmarks/bench_quality.py --candidates --seconds 75 # the CPU defaults search
+    python benchmarks/bench_quality.py --candidates --seconds 60 # the CPU defaults search, round 1
+    python benchmarks/bench_quality.py --candidates --tokens 3750000 --only ...   # round 2
     python benchmarks/bench_quality.py --quick                   # seconds, for the smoke test
 """
 from __future__ import annotations
@@ -42,6 +43,9 @@ CANDIDATES = {
     "lstm256x2 b64 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=64, seq_len=128, lr=3e-3, precision="bf16"),
     "lstm256x2 b32 t64 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=3e-3, precision="bf16"),
     "lstm256x2 b32 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=6e-3, precision="bf16"),
+    "lstm256x2 b16 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=16, seq_len=128, lr=6e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=6e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr1e-2 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=1e-2, precision="bf16"),
     "gru256x2 b32 t128 lr3e-3 bf16": dict(arch="gru", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="bf16"),
     "lstm512x2 b32 t128 lr2e-3 bf16": dict(arch="lstm", preset="medium", dropout=0.1, batch_size=32, seq_len=128, lr=2e-3, precision="bf16"),
 }
@@ -100,30 +104,40 @@ def step_and_eval_seconds(settings: dict, split, vocab: int, steps: int = 6, war
             "eval": time.perf_counter() - start}
 
 
-def run_candidates(names: list[str], seconds: float, quick: bool, repeats: int) -> list[dict]:
+def run_candidates(names: list[str], seconds: float, quick: bool, repeats: int,
+                   tokens: int | None = None) -> list[dict]:
+    """Rank candidates at equal projected time, or at an equal number of training tokens (``tokens``:
+    fair between candidates with the same tokens/s, and needs no timing on a busy machine)."""
     split, vocab = load_split(quick, 128)
     chosen = {name: CANDIDATES[name] for name in names}
     steps = 2 if quick else 6
-    timing = interleave({name: (lambda s=s: step_and_eval_seconds(s, split, vocab, steps=steps))
-                         for name, s in chosen.items()}, repeats)
+    timing = {} if tokens else interleave(
+        {name: (lambda s=s: step_and_eval_seconds(s, split, vocab, steps=steps)) for name, s in chosen.items()},
+        repeats)
     rows = []
     for name, settings in chosen.items():
-        # the fastest step and pass seen: other processes' load only ever adds time, and on this
-        # shared machine it comes in bursts that even interleaved medians do not cancel
-        step_s = min(t for run in timing[name] for t in run["steps"])
-        eval_s = min(run["eval"] for run in timing[name])
-        # steps that fill the budget with about 8 evaluations on the way
-        eval_every = max(1, int(seconds / step_s / 8))
-        budget_steps = max(2, int(seconds / (step_s + eval_s / eval_every)))
+        per_step = settings["batch_size"] * settings["seq_len"]
+        if tokens:
+            step_s = eval_s = float("nan")
+            budget_steps = max(2, tokens // per_step)
+            eval_every = max(1, budget_steps // 8)
+        else:
+            # the fastest step and pass seen: other processes' load only ever adds time, and on this
+            # shared machine it comes in bursts that even interleaved medians do not cancel
+            step_s = min(t for run in timing[name] for t in run["steps"])
+            eval_s = min(run["eval"] for run in timing[name])
+            # steps that fill the budget with about 8 evaluations on the way
+            eval_every = max(1, int(seconds / step_s / 8))
+            budget_steps = max(2, int(seconds / (step_s + eval_s / eval_every)))
         print(f"  {name}: {step_s * 1000:,.0f} ms/step, eval {eval_s:.1f} s -> {budget_steps} steps, "
               f"eval every {eval_every}", flush=True)
         start = time.perf_counter()
         result = train_curve(settings, split, vocab, "cpu", max_steps=budget_steps, eval_every=eval_every)
         wall = time.perf_counter() - start
         rows.append({"name": name, "settings": settings, "step_ms": step_s * 1000,
-                     "train_tok_s": result["tokens_per_step"] / step_s, "eval_s": eval_s,
-                     "steps": budget_steps, "eval_every": eval_every, "projected_s": seconds, "wall_s": wall,
-                     **result})
+                     "train_tok_s": per_step / step_s, "eval_s": eval_s, "steps": budget_steps,
+                     "eval_every": eval_every, "projected_s": None if tokens else seconds,
+                     "budget_tokens": budget_steps * per_step, "wall_s": wall, **result})
         print(f"    best val {result['best_val_loss']:.4f} nats/char after {budget_steps} steps "
               f"(wall {wall:.0f} s; curve {[(p['step'], p['val_loss']) for p in result['curve']]})", flush=True)
     return sorted(rows, key=lambda r: r["best_val_loss"])
@@ -147,6 +161,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="candidate names (default: all)")
     parser.add_argument("--seconds", type=float, help="budget per run (default: 300 CPU, 60 GPU, 75 per candidate)")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved step-timing runs per candidate")
+    parser.add_argument("--tokens", type=int, help="candidates: equal budgets of this many training tokens "
+                        "instead of equal projected seconds")
     parser.add_argument("--cpu-only", action="store_true")
     args = parser.parse_args()
     info = machine()
@@ -156,13 +172,14 @@ def main() -> None:
         if args.quick:
             names = names[:2]
         seconds = args.seconds or (3 if args.quick else 75)
-        rows = run_candidates(names, seconds, args.quick, args.repeats or (1 if args.quick else 3))
+        rows = run_candidates(names, seconds, args.quick, args.repeats or (1 if args.quick else 3), args.tokens)
         print()
-        print(table(["candidate", "train tok/s", "ms/step", "eval s", "steps in budget", "best val nats/char",
-                     "wall s"], [(r["name"], r["train_tok_s"], r["step_ms"], r["eval_s"], r["steps"],
-                                  f"{r['best_val_loss']:.4f}", r["wall_s"]) for r in rows]))
-        emit("quality_candidates", {"machine": info, "quick": args.quick, "budget_s": seconds, "rows": rows,
-                                    "best": rows[0]["name"]})
+        print(table(["candidate", "train tok/s", "ms/step", "eval s", "steps in budget", "tokens",
+                     "best val nats/char", "wall s"],
+                    [(r["name"], r["train_tok_s"], r["step_ms"], r["eval_s"], r["steps"], f"{r['budget_tokens']:,}",
+                      f"{r['best_val_loss']:.4f}", r["wall_s"]) for r in rows]))
+        emit("quality_candidates", {"machine": info, "quick": args.quick, "budget_s": None if args.tokens else seconds,
+                                    "budget_tokens": args.tokens, "rows": rows, "best": rows[0]["name"]})
         return
     runs = [run_defaults("cpu", args.seconds or (2 if args.quick else 300), args.quick)]
     if torch.cuda.is_available() and not args.cpu_only:
