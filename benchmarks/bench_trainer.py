@@ -4,9 +4,11 @@ Both sides use the same model (same initial weights), batch, sequence length, pr
 settings; the bare loop has no schedule, no clipping, no logging and never reads the loss.
 The trainer is timed between two of its own progress events (so its log syncs, learning-rate
 schedule, clipping and batch sampling count; the validation pass at the end does not).
-Runs alternate (trainer, bare, bare, trainer, ...). On the CPU every step is timed and tokens/s comes
-from the median step of all runs of a side, which a shared machine's bursts of load do not move much;
-on a GPU each run is timed as a whole after its warm-up steps.
+Runs alternate (trainer, bare | bare, trainer | ...). On the CPU every step is timed and a run's speed
+is its median step, which a shared machine's bursts of load do not move much (tokens/s: the median
+step of all runs of a side); on a GPU each run is timed as a whole after its warm-up steps. The
+ratio is the geometric mean of the pairs' ratios (which cancels a run's position in its pair); the
+ratio of the fastest steps of each side is printed too (other processes' load only adds time).
 
 Configurations: GRU and LSTM 2x256, batch 64 x 128, fp32 on the CPU; on a CUDA GPU (named in the
 output) GRU 1024x1 batch 64 x 100 and LSTM 512x2 batch 512 x 256 in the trainer's GPU precision (bf16
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from statistics import geometric_mean
 
 from common import describe, emit, find_corpus, interleave, machine, median, sync, table
 
@@ -123,7 +126,10 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
            "precision": "bf16" if device.type == "cuda" else "fp32", "timed_steps_per_side": len(bare_steps),
            "repeats": repeats, "trainer_tok_s": tokens / median(trainer_steps),
            "bare_tok_s": tokens / median(bare_steps),
-           "ratio": median(bare_steps) / median(trainer_steps),
+           # runs alternate T B | B T | ...: the geometric mean of each pair's ratio cancels any
+           # effect of a run's position in its pair
+           "ratio": geometric_mean([median(b) / median(t) for t, b in zip(values["trainer"], values["bare"])]),
+           "ratio_pooled_medians": median(bare_steps) / median(trainer_steps),
            # fastest step of each side: other processes' load only ever adds time
            "ratio_best": min(bare_steps) / min(trainer_steps),
            "run_ratios": [round(median(b) / median(t), 3) for t, b in zip(values["trainer"], values["bare"])]}
@@ -140,6 +146,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved runs per side (default 5)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 10 CPU, 50 GPU)")
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--only", nargs="*", help="configurations by name, e.g. 'gru 2x256'")
     args = parser.parse_args()
     info = machine()
     print(describe(info))
@@ -149,21 +156,21 @@ def main() -> None:
         rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1))
     else:
         timed = args.steps or 8
-        for case in CPU_CASES:
+        for case in [c for c in CPU_CASES if not args.only or c["name"] in args.only]:
             rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
-                                repeats=args.repeats or 4))
+                                repeats=args.repeats or 6))
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         timed = args.steps or (5 if args.quick else 50)
-        for case in ([QUICK_CASE] if args.quick else GPU_CASES):
+        for case in ([QUICK_CASE] if args.quick else [c for c in GPU_CASES if not args.only or c["name"] in args.only]):
             rows.append(measure(case, torch.device("cuda"), ids, vocab, steps=timed + 10, warmup=10,
-                                repeats=args.repeats or (1 if args.quick else 5)))
+                                repeats=args.repeats or (1 if args.quick else 6)))
     else:
         print("GPU rows (gru 1024x1 B64 T100, lstm 512x2 B512 T256): not measured (no CUDA GPU in this session)"
               if not torch.cuda.is_available() else "GPU rows: skipped (--cpu-only)")
     print()
     print(table(["device", "config", "batch x seq", "precision", "trainer tok/s", "bare tok/s",
-                 "ratio (median steps)", "ratio (fastest steps)", "target"],
+                 "ratio (geo. mean of pairs)", "ratio (fastest steps)", "target"],
                 [(info.get("gpu", "cuda") if r["device"] == "cuda" else "cpu", r["config"],
                   f"{r['batch']} x {r['seq_len']}", r["precision"], r["trainer_tok_s"], r["bare_tok_s"],
                   f"{r['ratio']:.3f}", f"{r['ratio_best']:.3f}", ">= 0.95") for r in rows]))

@@ -79,33 +79,80 @@ def pick_next(logits: torch.Tensor, options: SamplingOptions,
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def _cpu_rnn_fast_path(model: LanguageModel) -> contextlib.AbstractContextManager:
-    """oneDNN makes one LSTM step several times slower on the CPU; plain kernels are faster here."""
-    if model.device.type == "cpu":
+# oneDNN makes one LSTM step for a few samples several times slower on the CPU (3.6x at batch 1),
+# but is about 25% faster from batch 48 up (BENCHMARKS.md); GRUs run the same either way.
+ONEDNN_OFF_MAX_BATCH = 32
+
+
+def _cpu_rnn_fast_path(model: LanguageModel, batch: int = 1) -> contextlib.AbstractContextManager:
+    """Plain kernels instead of oneDNN for small batches on the CPU, where they are faster."""
+    if model.device.type == "cpu" and batch <= ONEDNN_OFF_MAX_BATCH:
         return torch.backends.mkldnn.flags(enabled=False)
     return contextlib.nullcontext()
 
 
 # On the CPU a step for a handful of samples is a few matrix-vector products: splitting them over
 # threads costs more than it saves, and on a busy machine the threads wait for each other
-# (BENCHMARKS.md: one thread is faster up to batch 4; from batch 16 up, more threads win).
+# (BENCHMARKS.md: one thread is as fast at batch 1 on an idle machine, faster up to batch 4, and
+# several times faster while other processes load the CPU; from batch 16 up, more threads win).
 SINGLE_THREAD_MAX_BATCH = 4
 
 
-def _forward_for(model: LanguageModel, batch: int):
-    """``model`` itself, or on the CPU for tiny batches a wrapper that runs each call on one thread.
+def _has_hooks(model: torch.nn.Module) -> bool:
+    from torch.nn.modules import module as module_globals
+
+    if getattr(module_globals, "_global_forward_hooks", None) or \
+            getattr(module_globals, "_global_forward_pre_hooks", None):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _rnn_step(model: LanguageModel):
+    """For a plain GRU/LSTM model in eval mode on the CPU: the forward pass as its three kernel calls.
+
+    ``RNNLanguageModel.forward`` in eval mode is embedding -> torch.gru / torch.lstm -> linear (the
+    dropouts are the identity); at batch 1 the Python of nn.Module calls and nn.LSTM.forward's checks
+    cost about a third of a step. This calls the same ops with the same arguments, so the logits are
+    bit for bit the module's (a test checks it). None when anything differs from that exact shape
+    (another class, training mode, hooks that would otherwise fire, a non-CPU device).
+    """
+    from .models.rnn import RNNLanguageModel
+
+    if type(model) is not RNNLanguageModel or model.training or model.device.type != "cpu" or _has_hooks(model):
+        return None
+    embed, rnn, head = model.embed, model.rnn, model.head
+    if type(embed) is not torch.nn.Embedding or type(head) is not torch.nn.Linear or \
+            type(rnn) not in (torch.nn.GRU, torch.nn.LSTM) or rnn.bidirectional or not rnn.batch_first or \
+            getattr(rnn, "proj_size", 0):
+        return None
+    kernel = torch.lstm if type(rnn) is torch.nn.LSTM else torch.gru
+    F = torch.nn.functional
+    rnn._update_flat_weights()  # what nn.LSTM/GRU.forward does first (weights do not change while sampling)
+
+    def step(ids: torch.Tensor, state):
+        x = F.embedding(ids, embed.weight, embed.padding_idx, embed.max_norm, embed.norm_type,
+                        embed.scale_grad_by_freq, embed.sparse)
+        out, *new_state = kernel(x, state, rnn._flat_weights, rnn.bias, rnn.num_layers, float(rnn.dropout),
+                                 False, False, True)
+        return F.linear(out, head.weight, head.bias), (tuple(new_state) if len(new_state) == 2 else new_state[0])
+
+    return step
+
+
+def _one_thread(forward, batch: int):
+    """``forward``, or on the CPU for tiny batches a wrapper that runs each call on one thread.
 
     The thread count is set back after every call, so code between steps (the caller's, or a
     training thread started meanwhile) never sees the change.
     """
-    if model.device.type != "cpu" or batch > SINGLE_THREAD_MAX_BATCH or torch.get_num_threads() == 1:
-        return model
+    if batch > SINGLE_THREAD_MAX_BATCH or torch.get_num_threads() == 1:
+        return forward
 
     def one_thread(ids: torch.Tensor, state=None):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return model(ids, state)
+            return forward(ids, state)
         finally:
             torch.set_num_threads(threads)
 
@@ -132,8 +179,11 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
     was_training = model.training
     model.eval()
     try:
-        with _cpu_rnn_fast_path(model):
-            forward = _forward_for(model, options.num_samples)
+        with _cpu_rnn_fast_path(model, options.num_samples):
+            forward = step_forward = model
+            if device.type == "cpu":
+                forward = _one_thread(model, options.num_samples)
+                step_forward = _one_thread(_rnn_step(model) or model, options.num_samples)
             ids = torch.tensor([prompt_ids] * options.num_samples, device=device)   # (B, P)
             logits, state = forward(ids)
             banned = None   # (V,) bool mask, built once
@@ -147,7 +197,7 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
                 next_ids = pick_next(last, options, generator)                      # (B,)
                 yield next_ids
                 if step + 1 < options.length:  # the last token needs no forward pass
-                    logits, state = forward(next_ids[:, None], state)
+                    logits, state = step_forward(next_ids[:, None], state)
     finally:
         model.train(was_training)
 
