@@ -24,6 +24,10 @@ for index, (label, entry) in enumerate(models.items()):
             st.error(str(exc))
             continue
         summary, card = st.tabs(["Summary", "Model card"])
+        if entry.description:
+            summary.markdown(f"_{entry.description}_")
+        if entry.source_note():
+            summary.caption(entry.source_note())
         summary.markdown("  \n".join(f"**{field}:** {value}" for field, value in card_rows(bundle)))
         if entry.folder is not None:
             summary.download_button("Download the model folder (.zip)", lambda f=entry.folder: zip_model_folder(f),

@@ -101,3 +101,17 @@ def test_the_zip_holds_only_the_model_files(trained_folder):
     assert "song-gru-tiny/model.safetensors" in names and "song-gru-tiny/config.json" in names
     assert "song-gru-tiny/README.md" in names and "song-gru-tiny/tokenizer.json" in names
     assert (trained_folder / "checkpoint").is_dir() and not any("checkpoint" in n for n in names)
+
+
+def test_catalog_models_say_what_they_are_and_which_copy_was_loaded(pretrained):
+    import json
+    (pretrained.parent / "catalog.json").write_text(json.dumps([
+        {"name": "song-gru-tiny", "repo_id": "playground/song-gru-tiny", "folder": pretrained.name,
+         "description": "Cowboy songs, one token per character"}]))
+    at = models_page(new_app())
+    assert not at.exception
+    shown = all_text(at)
+    assert "song-gru-tiny · pretrained" in [e.label.strip("*") for e in at.expander]
+    assert "Cowboy songs, one token per character" in shown
+    # the Hub is switched off here: the bundled copy is used, and the page says so
+    assert "HF_HUB_OFFLINE" in shown and "using the bundled copy" in shown

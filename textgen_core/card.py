@@ -35,7 +35,7 @@ A {model['arch'].upper()} language model trained with `textgen_core` on **{corpu
 |---|---|
 | architecture | {model['arch']}: embedding {model['embedding']}, hidden {model['hidden']}, layers {model['layers']}, dropout {model['dropout']} |
 | parameters | {info['parameters']:,} |
-| training | {info['steps']} steps, batch {train['batch_size']} x {train['seq_len']} tokens, lr {train['lr']:g} |
+| training | {info['steps']} steps, batch {train['batch_size']} x {train['seq_len']} tokens, lr {train['lr']:g}, {info.get('precision', train.get('precision', 'fp32'))} |
 | stopped because | {info['stop_message']} |
 | best validation loss | {_fmt(info['best_val_loss'], '.4f')} nats/token at step {info['best_step']} |
 | best validation bits per char | {_fmt(info['best_val_bpc'], '.4f')} |

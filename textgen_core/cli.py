@@ -5,6 +5,7 @@ Bad input or settings end with status 2 and one ``error: ...`` line on stderr, n
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import signal
@@ -178,7 +179,8 @@ def run_sample(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     bundle = load_model(args.model)
     scores = api.evaluate(bundle, read_file(args.textfile, min_chars=2).text)
-    print(f"loss {scores['loss']:.4f} nats/token  {scores['bpc']:.4f} bits/char  "
+    nats_per_char = scores["bpc"] * math.log(2)
+    print(f"loss {scores['loss']:.4f} nats/token  {nats_per_char:.4f} nats/char  {scores['bpc']:.4f} bits/char  "
           f"({scores['tokens']:,} tokens, {scores['chars']:,} characters)")
     return 0
 

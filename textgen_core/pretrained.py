@@ -32,7 +32,7 @@ def pretrained_dir() -> Path:
 
 
 def catalog(directory: Optional[Path] = None) -> list[PretrainedEntry]:
-    """The known pretrained models whose bundled folder exists (an empty list when none do)."""
+    """The known pretrained models whose bundled folder holds weights (an empty list when none do)."""
     directory = directory or pretrained_dir()
     path = directory / CATALOG_FILE
     if not path.is_file():
@@ -50,7 +50,7 @@ def catalog(directory: Optional[Path] = None) -> list[PretrainedEntry]:
         folder = (directory / entry["folder"]).resolve()
         if folder.parent != directory.resolve():
             raise ModelFolderError(f"{path}: folder '{entry['folder']}' must be directly inside {directory}")
-        if folder.is_dir():
+        if (folder / hub.WEIGHTS_FILE).is_file():
             result.append(PretrainedEntry(entry["name"], repo_id, folder, entry.get("description", "")))
     return result
 

@@ -131,6 +131,7 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
         "stop_reason": end.reason,
         "stop_message": end.message,
         "hardware": hardware_name(trainer.device),
+        "precision": trainer.precision,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": run.command,
     }

@@ -13,8 +13,9 @@ from typing import Callable, Optional
 import streamlit as st
 
 import textgen_core
-from textgen_core import Bundle, TextgenError
+from textgen_core import Bundle, TextgenError, pretrained
 from textgen_core.hub import CARD_FILE, CONFIG_FILE, HUB_FILE_PATTERNS, WEIGHTS_FILE, load_folder
+from textgen_core.recipes import SHARED_DATA
 
 from .state import session_jobs
 
@@ -34,23 +35,39 @@ def pretrained_folders() -> list[Path]:
                   if p.is_dir() and (p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file())
 
 
+def data_dir() -> Path:
+    """The folder of sample corpora (the pretrained models' training texts), when there is one."""
+    return Path(os.environ.get("TEXTGEN_DATA_DIR") or SHARED_DATA)
+
+
 def builtin_corpora() -> dict[str, Path]:
-    """Texts that come with the app: ``pretrained/<model>/corpus.txt`` and ``pretrained/*.txt``."""
-    root = pretrained_dir()
-    if not root.is_dir():
-        return {}
-    found = {f"{p.parent.name} (its training text)": p for p in sorted(root.glob("*/corpus.txt"))}
-    found.update({p.stem: p for p in sorted(root.glob("*.txt"))})
+    """Texts at hand without an upload: ``*.txt`` in the data folder and in ``pretrained/``."""
+    found: dict[str, Path] = {}
+    for root in (data_dir(), pretrained_dir()):
+        if root.is_dir():
+            found.update({p.stem: p for p in sorted(root.glob("*.txt")) if p.stem not in found})
     return found
 
 
 @st.cache_resource(show_spinner="Loading the pretrained model...", max_entries=8)
-def _load_pretrained(path: str, mtime: float) -> Bundle:
+def _load_folder(path: str, mtime: float) -> Bundle:
     return load_folder(path)  # shared read-only by every session: sampling never changes it
 
 
 def load_pretrained(folder: Path) -> Bundle:
-    return _load_pretrained(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime)
+    return _load_folder(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime)
+
+
+@st.cache_resource(show_spinner="Loading the pretrained model (Hugging Face Hub first)...", max_entries=8)
+def _load_catalog_model(name: str, repo_id: str, folder: str, mtime: float) -> tuple[Bundle, str]:
+    entry = pretrained.PretrainedEntry(name, repo_id, Path(folder))
+    return pretrained.load_pretrained(entry)  # the Hub's copy, or the bundled one within seconds
+
+
+def load_catalog_model(entry: pretrained.PretrainedEntry) -> tuple[Bundle, str]:
+    """The catalog model from the Hub (its cache first) or its bundled copy, and where it came from."""
+    return _load_catalog_model(entry.name, entry.repo_id, str(entry.folder),
+                               (entry.folder / WEIGHTS_FILE).stat().st_mtime)
 
 
 @dataclass
@@ -59,17 +76,19 @@ class ModelEntry:
     origin: str                     # "trained here" | "pretrained" | "Hub"
     folder: Optional[Path]          # its model folder on this machine
     load: Callable[[], Bundle]      # may raise TextgenError
+    description: str = ""           # what it is (pretrained models)
+    source_note: Callable[[], str] = lambda: ""  # where the loaded copy came from (after load)
 
 
 def available_models() -> dict[str, ModelEntry]:
     """label -> entry: this session's trained models (newest first), Hub loads, pretrained/."""
     entries: dict[str, ModelEntry] = {}
 
-    def add(label: str, origin: str, folder: Optional[Path], load: Callable[[], Bundle]) -> None:
+    def add(label: str, origin: str, folder: Optional[Path], load: Callable[[], Bundle], **extra) -> None:
         base, n = label, 2
         while label in entries:
             label, n = f"{base} ({n})", n + 1
-        entries[label] = ModelEntry(label, origin, folder, load)
+        entries[label] = ModelEntry(label, origin, folder, load, **extra)
 
     for job in session_jobs():
         bundle = job.bundle
@@ -78,8 +97,18 @@ def available_models() -> dict[str, ModelEntry]:
             add(f"{job.name} · trained here at {when}", "trained here", job.out_dir, lambda b=bundle: b)
     for repo_id, bundle in st.session_state.get("hub_bundles", {}).items():
         add(f"{repo_id} · Hub", "Hub", bundle.path, lambda b=bundle: b)
+    try:
+        listed = pretrained.catalog(pretrained_dir())
+    except TextgenError:
+        listed = []  # a broken catalog.json: the folders are still listed below, loaded as they are
+    for entry in listed:
+        add(f"{entry.name} · pretrained", "pretrained", entry.folder,
+            lambda e=entry: load_catalog_model(e)[0], description=entry.description,
+            source_note=lambda e=entry: load_catalog_model(e)[1])
+    in_catalog = {entry.folder for entry in listed}
     for folder in pretrained_folders():
-        add(f"{folder.name} · pretrained", "pretrained", folder, lambda f=folder: load_pretrained(f))
+        if folder.resolve() not in in_catalog:
+            add(f"{folder.name} · pretrained", "pretrained", folder, lambda f=folder: load_pretrained(f))
     return entries
 
 
