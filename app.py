@@ -22,6 +22,7 @@ pages = [
     st.Page("pages/corpus.py", title="Corpus", icon=":material/description:", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/recipes.py", title="Recipes", icon=":material/menu_book:"),
     st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
     st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
 ]
@@ -45,10 +46,11 @@ with st.sidebar:
         st.caption("No corpus yet: upload a text on **Corpus**.")
     else:
         st.markdown(f"**Corpus:** {corpus.name}  \n{corpus.stats.chars:,} characters")
-    # Train and Compare poll their own jobs (which also keeps them alive). For any other active
+    # Train, Compare and Recipes poll their own jobs (which also keeps them alive). For any other active
     # job the sidebar polls, slowly: the heartbeat keeps it alive and the page learns when it ends.
     active = state.active_jobs()
-    polled_by_page = {"train": [ss.train_job], "compare": ss.compare_jobs}.get(page.url_path, [])
+    polled_by_page = {"train": [ss.train_job], "compare": ss.compare_jobs,
+                      "recipes": ss.get("recipe_jobs", [])}.get(page.url_path, [])
     if all(job in polled_by_page for job in active):
         sidebar_jobs([job.snapshot() for job in active])
     else:

@@ -78,11 +78,14 @@ def loss_figure(snap: JobSnapshot, height: int = 380) -> go.Figure:
     return figure
 
 
-def compare_figure(snaps: Sequence[JobSnapshot], x: str = "step", height: int = 380) -> go.Figure:
-    """Validation bits per character of several runs overlaid, against steps or seconds."""
+def compare_figure(snaps: Sequence[JobSnapshot], x: str = "step", height: int = 380,
+                   with_train: bool = False) -> go.Figure:
+    """Validation bits per character of several runs overlaid, against steps or seconds, each
+    run's best point starred; ``with_train`` adds each run's training curve, dotted, in its color."""
     x_title = "step" if x == "step" else "training time (seconds)"
-    layout = _layout(f"Validation bits/char by {x_title.split(' (')[0]}", x_title,
-                     "validation bits per character", height)
+    what = "Train (dotted) and validation" if with_train else "Validation"
+    layout = _layout(f"{what} bits/char by {x_title.split(' (')[0]}", x_title,
+                     "bits per character" if with_train else "validation bits per character", height)
     if not any(s.evals for s in snaps):
         return _empty(layout, "waiting for the first evaluation...")
     figure = go.Figure(layout=layout)
@@ -90,6 +93,13 @@ def compare_figure(snaps: Sequence[JobSnapshot], x: str = "step", height: int = 
         if not snap.evals:
             continue
         color = COLORS[index % len(COLORS)]
+        if with_train and snap.train:
+            factor = 1 / (snap.chars_per_token * LN2)  # nats per token -> bits per character
+            figure.add_trace(go.Scatter(
+                x=[p[x] for p in snap.train], y=[p["train_loss"] * factor for p in snap.train],
+                mode="lines", name=f"{snap.name} (train)", showlegend=False, opacity=0.7,
+                line=dict(color=color, width=1.2, dash="dot"),
+                hovertemplate=f"{snap.name} train: %{{y:.3f}} bits/char<extra></extra>"))
         figure.add_trace(go.Scatter(
             x=[p[x] for p in snap.evals], y=[p["val_bpc"] for p in snap.evals], mode="lines+markers",
             name=snap.name, line=dict(color=color, width=2.5), marker=dict(size=5),
