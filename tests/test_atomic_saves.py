@@ -60,3 +60,63 @@ def test_kill_during_save_leaves_a_loadable_folder(tmp_path, delay):
     assert tensors["model.w"].shape == (1000, 1000) and state["step"] >= 1
     leftovers = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
     assert len(leftovers) <= 2  # at most the files that were being written when killed
+
+
+def _stale(path: Path, age_s: float = 3600) -> Path:
+    old = time.time() - age_s
+    path.write_bytes(b"half a save")
+    os.utime(path, (old, old))
+    return path
+
+
+def test_the_next_save_removes_temporary_files_that_killed_saves_left(tmp_path):
+    import tempfile
+
+    target = tmp_path / "model.safetensors"
+    fd, left = tempfile.mkstemp(dir=tmp_path, prefix=f".{target.name}.", suffix=".tmp")  # the writer's names
+    os.close(fd)
+    left = _stale(Path(left))
+    also_left = _stale(tmp_path / ".model.safetensors.a_b3x9yz.tmp")
+    kept = [
+        tmp_path / ".model.safetensors.recent12.tmp",                # recent: a save may still be writing it
+        _stale(tmp_path / ".config.json.abcd1234.tmp"),              # another file's: removed by its own save
+        _stale(tmp_path / "model.safetensors.tmp"),                  # not the writer's pattern
+        _stale(tmp_path / ".model.safetensors.abc.tmp"),
+        _stale(tmp_path / ".model.safetensors.ABCD1234.tmp"),
+        _stale(tmp_path / ".model.safetensors.abcd1234.tmp.bak"),
+        _stale(tmp_path / "notes.tmp"),
+    ]
+    kept[0].write_bytes(b"in progress")
+    checkpoint.save_tensors(target, {"w": torch.ones(3)})
+    assert not left.exists() and not also_left.exists()
+    assert all(p.exists() for p in kept)
+    assert torch.equal(checkpoint.load_tensors(target)["w"], torch.ones(3))
+    checkpoint.atomic_write_text(tmp_path / "config.json", "{}")
+    assert not kept[1].exists() and all(p.exists() for p in kept[2:])
+
+
+def test_stale_temporary_files_in_a_model_folder_go_with_the_next_save(tmp_path):
+    folder = tmp_path / "model"
+    tg.train_model(tg.read_text(("a line of song to learn from\n" * 20).encode(), "song.txt"),
+                   tg.RunSettings(preset="tiny", train=tg.TrainConfig(batch_size=4, seq_len=16, max_steps=4,
+                                                                      eval_every=2, device="cpu")), folder)
+    stale = [_stale(folder / ".model.safetensors.k1l2m3n4.tmp"), _stale(folder / ".run.json.q9w8e7r6.tmp"),
+             _stale(folder / "checkpoint" / ".resume.json.zzzz1111.tmp")]
+    tg.train_model(tg.read_text(("a line of song to learn from\n" * 20).encode(), "song.txt"),
+                   tg.RunSettings(preset="tiny", train=tg.TrainConfig(batch_size=4, seq_len=16, max_steps=6,
+                                                                      eval_every=2, device="cpu")),
+                   folder, resume=True)
+    assert not any(p.exists() for p in stale)
+    assert [p.name for p in folder.rglob("*.tmp")] == []
+
+
+def test_saved_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from textgen_core.checkpoint import atomic_write_text
+    target = tmp_path / "config.json"
+    atomic_write_text(target, "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask
