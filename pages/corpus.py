@@ -27,7 +27,9 @@ def on_upload() -> None:
         try:
             ss.corpus, ss.corpus_key = read_text(upload.getvalue(), upload.name), ("upload", upload.file_id)
         except TextgenError as exc:
-            ss.corpus_error = str(exc)
+            kept = state.corpus()
+            ss.corpus_error = str(exc) + (f" The corpus loaded before, {kept.name}, is still in use."
+                                          if kept is not None else "")
 
 
 def use_builtin(path, label) -> None:
