@@ -23,6 +23,8 @@ from pathlib import Path
 
 from common import ROOT, find_corpus, machine
 
+from textgen_core.defaults import recommended_settings
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
@@ -30,9 +32,12 @@ ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")  # the app
 
 
 def cli_run(corpus: Path, out: Path, steps: int) -> float:
+    best = recommended_settings("cpu")  # what the Train page starts with on the CPU
     subprocess.run([sys.executable, "-m", "textgen_core", "train", str(corpus), "--out", str(out),
-                    "--model", "gru", "--preset", "small", "--batch-size", "32", "--seq-len", "128",
-                    "--max-steps", str(steps), "--eval-every", "100", "--device", "cpu"],
+                    "--model", best["arch"], "--preset", best["preset"], "--dropout", str(best["dropout"]),
+                    "--batch-size", str(best["batch_size"]), "--seq-len", str(best["seq_len"]),
+                    "--lr", str(best["lr"]), "--precision", best["precision"], "--max-steps", str(steps),
+                    "--eval-every", str(best["eval_every"]), "--device", "cpu"],
                    cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "run.json").read_text())["elapsed_s"]
 
@@ -101,9 +106,10 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    tokens = args.steps * 32 * 128
+    best = recommended_settings("cpu")
+    tokens = args.steps * best["batch_size"] * best["seq_len"]
     result = {
-        "benchmark": "app_overhead", "machine": machine(), "steps": args.steps, "model": "gru small, batch 32 x 128",
+        "benchmark": "app_overhead", "machine": machine(), "steps": args.steps, "settings": best,
         "cli_s": cli, "app_s": app, "cli_tokens_per_s": tokens / statistics.median(cli),
         "app_tokens_per_s": tokens / statistics.median(app),
         "slowdown": statistics.median(app) / statistics.median(cli) - 1,

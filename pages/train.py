@@ -2,6 +2,7 @@
 import streamlit as st
 
 from textgen_core import ARCHITECTURES, PRESETS, RunSettings, TextgenError, TrainConfig
+from textgen_core.defaults import recommended_settings
 from textgen_core.jobs import get_registry, new_job
 from textgen_core.models import ModelConfig
 from ui import state
@@ -12,6 +13,9 @@ ss = state.init()
 ARCH_HELP = {"gru": "GRU (gated recurrent unit)", "lstm": "LSTM (long short-term memory)",
              "cnn": "CNN (causal dilated convolutions)", "attention": "attention (small transformer)"}
 BUDGETS = ("steps", "epochs", "minutes")
+PRECISIONS = {"auto": "auto (bf16 on a GPU, fp32 on the CPU)", "fp32": "fp32", "bf16": "bf16 autocast"}
+# Starting values measured as the best at equal training time on this kind of device (BENCHMARKS.md).
+best = recommended_settings(state.device_options()[0])
 
 st.title("Train")
 corpus = state.corpus()
@@ -28,8 +32,8 @@ else:
 left, middle, right = st.columns(3)
 with left:
     st.markdown("**Model**")
-    arch = st.selectbox("Architecture", ARCHITECTURES, format_func=ARCH_HELP.get, key="arch",
-                        persist_state="session")
+    arch = st.selectbox("Architecture", ARCHITECTURES, ARCHITECTURES.index(best["arch"]), format_func=ARCH_HELP.get,
+                        key="arch", persist_state="session")
     explicit = st.toggle("Explicit sizes", key="explicit_sizes", persist_state="session",
                          help="Off: a size preset. On: embedding, hidden and layers yourself.")
     if explicit:
@@ -39,18 +43,19 @@ with left:
         layers = c3.number_input("Layers", 1, 16, 2, key="layers", persist_state="session")
         preset = "small"
     else:
-        preset = st.selectbox("Size preset", PRESETS, index=1, key="preset", persist_state="session")
+        preset = st.selectbox("Size preset", PRESETS, index=PRESETS.index(best["preset"]), key="preset",
+                              persist_state="session")
         embedding = hidden = layers = None
-    dropout = st.slider("Dropout", 0.0, 0.7, 0.1, 0.05, key="dropout", persist_state="session")
+    dropout = st.slider("Dropout", 0.0, 0.7, best["dropout"], 0.05, key="dropout", persist_state="session")
 with middle:
     st.markdown("**Optimization**")
-    lr = st.number_input("Learning rate", 1e-5, 1.0, 3e-3, format="%.4f", step=5e-4, key="lr",
+    lr = st.number_input("Learning rate", 1e-5, 1.0, best["lr"], format="%.4f", step=5e-4, key="lr",
                          persist_state="session")
     c1, c2 = st.columns(2)
-    batch = c1.number_input("Batch size", 1, 1024, 32, key="batch", persist_state="session")
-    seq_len = c2.number_input("Sequence length", 8, 2048, 128, key="seq_len", persist_state="session")
+    batch = c1.number_input("Batch size", 1, 1024, best["batch_size"], key="batch", persist_state="session")
+    seq_len = c2.number_input("Sequence length", 8, 2048, best["seq_len"], key="seq_len", persist_state="session")
     c1, c2 = st.columns(2)
-    eval_every = c1.number_input("Evaluate every (steps)", 5, 100_000, 100, key="eval_every",
+    eval_every = c1.number_input("Evaluate every (steps)", 5, 100_000, best["eval_every"], key="eval_every",
                                  persist_state="session")
     patience = c2.number_input("Patience (evaluations)", 0, 100, 0, key="patience", persist_state="session",
                                help="Stop after this many evaluations without a better validation loss; 0: off.")
@@ -64,6 +69,10 @@ with right:
                              key=f"budget_{budget_kind}", persist_state="session")
     devices = state.device_options()
     device = st.selectbox("Device", devices, format_func=state.device_label, key="device", persist_state="session")
+    precision = st.selectbox("Precision", list(PRECISIONS), list(PRECISIONS).index(best["precision"]),
+                             format_func=PRECISIONS.get, key="precision", persist_state="session",
+                             help="bf16 autocast is faster on GPUs and on CPUs with bf16 units; "
+                                  "weights and optimizer stay fp32.")
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed", persist_state="session")
 
 
@@ -71,6 +80,7 @@ def settings() -> RunSettings:
     field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
     train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), eval_every=int(eval_every),
                         log_every=min(10, int(eval_every)), patience=int(patience) or None, device=device,
+                        precision=precision,
                         seed=int(seed), **{field: int(budget) if budget_kind == "steps" else float(budget)})
     run = RunSettings(tokenizer=kind, vocab_size=vocab, arch=arch, preset=preset, embedding=embedding,
                       hidden=hidden, layers=layers, dropout=float(dropout), val_fraction=val_fraction, train=train)
