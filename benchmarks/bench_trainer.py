@@ -66,7 +66,8 @@ def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, step
     window from step ``warmup`` to the end (the GPU way: one sync per ``warmup`` steps).
     """
     config = TrainConfig(batch_size=case["batch"], seq_len=case["seq"], lr=3e-3, max_steps=steps,
-                         eval_every=steps, log_every=1 if per_step else warmup, device=device.type, seed=0)
+                         eval_every=steps, log_every=1 if per_step else warmup, device=device.type, seed=0,
+                         precision=case.get("precision", "auto"))
     stamps = {}
     trainer = Trainer(model, split, config, callbacks=(
         lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))

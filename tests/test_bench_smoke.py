@@ -62,3 +62,10 @@ def test_scale(capsys):
     for row in result["rows"]:
         assert row["dtype"] == "int16" and row["tokens"] > 0 and row["rss_peak_mb"] > 0
         assert row["split_shares_storage"]  # the training split is a view, not a copy
+
+
+def test_threads(capsys):
+    result = run_quick("bench_threads.py", capsys=capsys)
+    assert result["benchmark"] == "threads"
+    row = result["rows"][0]
+    assert row["one_thread_tok_s"] > 0 and row["all_threads_tok_s"] > 0 and row["ratio_all_over_one"] > 0
