@@ -95,14 +95,21 @@ def random_windows(ids: torch.Tensor, batch: int, seq_len: int,
     return window[:, :-1], window[:, 1:]
 
 
+# Each stream starts with no context, so its first tokens are predicted badly. Long streams keep that
+# cost small: on tiny Shakespeare's validation split (111k chars), a char GRU 256x2 scored 1.4748
+# nats/char in 64 streams, 1.4736 in 13 (this rule) and 1.4731 in a single stream.
+MIN_STREAM_TOKENS = 8192
+
+
 def eval_streams(ids: torch.Tensor, max_streams: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split as parallel contiguous streams: inputs and targets, each (S, L) int64.
 
     The model reads each stream chunk by chunk with its state carried, so every target token is
     predicted with all of its stream's earlier text (up to the model's own context limit).
+    Streams are at least MIN_STREAM_TOKENS long where the split allows (or one stream).
     """
     usable = len(ids) - 1
-    streams = max(1, min(max_streams, usable // seq_len))
+    streams = max(1, min(max_streams, usable // max(seq_len, MIN_STREAM_TOKENS)))
     length = usable // streams
     inputs = ids[: streams * length].view(streams, length).long()
     targets = ids[1 : streams * length + 1].view(streams, length).long()
