@@ -56,3 +56,17 @@ def test_fast_step_only_where_it_is_exact():
     finally:
         hook.remove()
     assert _rnn_step(model) is not None
+
+
+def test_out_of_memory_while_sampling_is_a_clear_error():
+    from textgen_core.errors import ConfigError
+    model = rnn_model("gru")
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.forward = exhausted
+    with pytest.raises(ConfigError, match="out of memory while sampling 3 sample"):
+        list(sample_ids(model, [1, 2], SamplingOptions(length=5, num_samples=3, seed=0)))
+    del model.forward  # the model samples again afterwards
+    assert len(list(sample_ids(model, [1, 2], SamplingOptions(length=5, num_samples=3, seed=0)))) == 5

@@ -198,6 +198,12 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
                 yield next_ids
                 if step + 1 < options.length:  # the last token needs no forward pass
                     logits, state = step_forward(next_ids[:, None], state)
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # give back what this attempt took, so the next one can run
+        raise ConfigError(f"out of memory while sampling {options.num_samples} sample(s) from a "
+                          f"{len(prompt_ids)}-token prompt on {device.type}; ask for fewer samples or "
+                          "a shorter prompt, or sample on the CPU") from exc
     finally:
         model.train(was_training)
 
