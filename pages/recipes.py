@@ -9,7 +9,7 @@ from ui.live import live
 from ui.sampling import show_text
 
 ss = state.init()
-for key, value in {"recipe_name": None, "recipe_jobs": [], "recipe_samples": None}.items():
+for key, value in {"recipe_name": None, "recipe_samples": None}.items():
     ss.setdefault(key, value)
 
 st.title("Recipes")

@@ -32,7 +32,6 @@ def start(item: Recipe, minutes: float, owner: str, device: str) -> list[Trainin
     for job in jobs:
         job.settings.train.validated()
     submit_waiting(jobs, owner)
-    remember(jobs)
     return jobs
 
 
@@ -69,12 +68,6 @@ def waiting_note(pending: Sequence[TrainingJob], owner: str) -> str:
     return (f"{len(pending)} run{'s' if len(pending) > 1 else ''} not started yet ({names}): {why}. "
             "They start by themselves as soon as there is room, while this page stays open; "
             "**Stop all** cancels them.")
-
-
-def remember(jobs: Sequence[TrainingJob]) -> None:
-    """Add the jobs to the session's job history, which the model lists read (ui.state.session_jobs)."""
-    history = st.session_state.setdefault("past_jobs", [])
-    history.extend(job for job in jobs if job not in history)
 
 
 def labelled(snaps: Sequence[JobSnapshot], item: Recipe) -> list[JobSnapshot]:

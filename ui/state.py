@@ -17,6 +17,7 @@ DEFAULTS = {
     "corpus_key": None,       # identifies the upload, so a rerun does not decode it again
     "train_job": None,        # the Train page's current job
     "compare_jobs": [],       # the Compare page's jobs, in the order of its columns
+    "recipe_jobs": [],        # the Recipes page's jobs: the runs of the last recipe started
     "hub_bundles": {},        # repo id -> Bundle loaded on the Models page
     "generated": None,        # the Generate page's last result
     "compare_samples": None,  # the Compare page's last samples
@@ -44,9 +45,9 @@ def corpus() -> Optional[Corpus]:
 
 
 def session_jobs() -> list[TrainingJob]:
-    """This session's jobs, newest first: the Train page's and the Compare page's."""
+    """This session's jobs, newest first: the Train, Compare and Recipes pages'."""
     state = st.session_state
-    jobs = list(state.get("compare_jobs", []))
+    jobs = list(state.get("compare_jobs", [])) + list(state.get("recipe_jobs", []))
     if state.get("train_job") is not None:
         jobs.append(state.train_job)
     history = state.setdefault("past_jobs", [])
