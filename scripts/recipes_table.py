@@ -1,6 +1,6 @@
 """Markdown rows for RECIPES.md from the model folders that `python -m textgen_core recipe` wrote.
 
-Usage: python scripts/recipes_table.py [RUNS_DIR]   (default runs/recipes; one folder per recipe/run)
+Usage: python scripts/recipes_table.py [RUNS_DIR]   (default runs/recipes; RUNS_DIR/<recipe>/<run>/)
 Each row: run, parameters, steps, epochs reached, wall time, training loss (first and lowest
 evaluation point), best validation loss and bits per char, why it stopped, hardware.
 """
@@ -30,13 +30,25 @@ def row(folder: Path) -> str:
             f"{info['stop_reason']} | {info['hardware']} |")
 
 
+HEADER = ("| run | parameters | steps | epochs | time | train loss (first → lowest eval) | "
+          "best val nats/token | val bits/char | stopped | hardware |\n"
+          "|---|---:|---:|---:|---:|---|---|---:|---|---|")
+
+
 def main() -> None:
+    """One section per recipe found under the folder: its original figures, then the measured rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from textgen_core.recipes import RECIPES
+
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/recipes")
-    print("| recipe / run | parameters | steps | epochs | time | train loss (first → lowest eval) | "
-          "best val nats/token | val bits/char | stopped | hardware |")
-    print("|---|---:|---:|---:|---:|---|---|---:|---|---|")
-    for run_json in sorted(root.glob("*/*/run.json")):
-        print(row(run_json.parent))
+    for name, item in RECIPES.items():
+        folders = [root / name / run.label for run in item.runs if (root / name / run.label / "run.json").is_file()]
+        if not folders:
+            continue
+        print(f"## {name}: {item.title}\n\n**Original:** {item.reference}.\n\n{HEADER}")
+        for folder in folders:
+            print(row(folder).replace(f"| {name} / ", "| ", 1))
+        print()
 
 
 if __name__ == "__main__":

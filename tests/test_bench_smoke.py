@@ -69,3 +69,10 @@ def test_threads(capsys):
     assert result["benchmark"] == "threads"
     row = result["rows"][0]
     assert row["one_thread_tok_s"] > 0 and row["all_threads_tok_s"] > 0 and row["ratio_all_over_one"] > 0
+
+
+def test_pretrained_loading(capsys):
+    result = run_quick("bench_pretrained.py", capsys=capsys)
+    assert result["benchmark"] == "pretrained"
+    for row in result["rows"]:  # none when no model is bundled
+        assert row["first_load_s"] > 0 and "bundled copy" in row["note"] and "bundled copy" in row["silent_hub_note"]

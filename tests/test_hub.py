@@ -151,3 +151,16 @@ def test_push_refuses_bad_repo_id_and_broken_folder(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(ModelFolderError):
         hub.push_folder(tmp_path, "me/x", api=FakeHfApi())
+
+
+def test_a_hub_that_accepts_but_never_answers_fails_within_seconds(tmp_path, monkeypatch):
+    with socket.socket() as sock:  # listening, never accepting: connections open, requests hang
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        start = time.perf_counter()
+        with pytest.raises(HubError, match="did not answer in time|failed"):
+            tg.load("someone/silent", cache_dir=str(tmp_path))
+        assert time.perf_counter() - start < 10

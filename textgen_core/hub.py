@@ -33,6 +33,7 @@ HUB_FILE_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.model", "README.md
 PICKLE_FILES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 HUB_CONNECT_TIMEOUT_S = 3.0
+DOWNLOAD_DEADLINE_S = 120.0  # a whole model download (a bundled-size model is at most about 15 MB)
 
 
 @dataclass
@@ -151,7 +152,7 @@ def download(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[s
 
     Fails within about ``timeout`` seconds when the Hub cannot be reached, instead of retrying.
     """
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     kwargs = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILE_PATTERNS)
@@ -168,11 +169,42 @@ def download(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[s
         raise HubError(f"cannot reach the Hugging Face Hub at {endpoint} (no answer within {timeout:g} s) "
                        f"and {repo_id} is not cached; check the connection or use a local model folder")
     try:
-        return Path(snapshot_download(etag_timeout=timeout, **kwargs))
+        # huggingface_hub's API calls wait forever for a server that accepts connections but never
+        # answers: ask for the repo's metadata with a timeout first, then download within a deadline.
+        _call_with_deadline(lambda: HfApi(endpoint=endpoint).model_info(repo_id, revision=revision,
+                                                                        timeout=timeout), timeout + 1)
+        return Path(_call_with_deadline(lambda: snapshot_download(etag_timeout=timeout, **kwargs),
+                                        DOWNLOAD_DEADLINE_S))
+    except TimeoutError as exc:
+        raise HubError(f"the Hugging Face Hub at {endpoint} accepted the connection but did not answer in "
+                       f"time, and {repo_id} is not cached; try again later or use a local model folder") from exc
     except RepositoryNotFoundError as exc:
         raise HubError(f"no model {repo_id} on the Hub (or it is private: log in first)") from exc
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise HubError(f"downloading {repo_id} failed: {str(exc).splitlines()[0][:200]}") from exc
+    except Exception as exc:  # the HTTP client's own errors (timeouts, protocol errors) by another name
+        raise HubError(f"downloading {repo_id} failed: {type(exc).__name__}: "
+                       f"{(str(exc).splitlines() or [''])[0][:200]}") from exc
+
+
+def _call_with_deadline(call, seconds: float):
+    """``call()``'s result, or TimeoutError after ``seconds`` (the call goes on in a daemon thread)."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"no result within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def load(source: str | Path, revision: Optional[str] = None, device: str | torch.device = "cpu",
