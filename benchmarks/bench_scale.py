@@ -120,7 +120,8 @@ def growth(rows: list[dict], key: str, small: float, large: float, level: str, e
     if small not in pick or large not in pick:
         return float("nan")
     value = lambda r: r[key] - (r[base] if base else 0)  # noqa: E731
-    return value(pick[large]) / value(pick[small])
+    smaller = value(pick[small])
+    return value(pick[large]) / smaller if smaller > 0 else float("nan")  # nothing above the baseline
 
 
 def main() -> None:

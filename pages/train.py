@@ -80,7 +80,7 @@ def settings() -> RunSettings:
     field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
     train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), eval_every=int(eval_every),
                         log_every=min(10, int(eval_every)), patience=int(patience) or None, device=device,
-                        precision=precision,
+                        precision=precision, cpu_threads=best.get("cpu_threads") if device == "cpu" else None,
                         seed=int(seed), **{field: int(budget) if budget_kind == "steps" else float(budget)})
     run = RunSettings(tokenizer=kind, vocab_size=vocab, arch=arch, preset=preset, embedding=embedding,
                       hidden=hidden, layers=layers, dropout=float(dropout), val_fraction=val_fraction, train=train)

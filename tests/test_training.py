@@ -165,3 +165,22 @@ def test_absurd_learning_rate_is_caught_as_divergence():
                            eval_every=5, log_every=5).fit()
     assert history.end.reason == "diverged", history.end.message
     assert "Lower the learning rate (now 10)" in history.end.message
+
+
+def test_cpu_threads_apply_to_the_run_only(small_text):
+    from textgen_core import RunSettings, read_text, train_model
+    seen = []
+    before = torch.get_num_threads()
+    settings = RunSettings(arch="gru", preset="tiny", train=TrainConfig(
+        batch_size=4, seq_len=16, max_steps=4, eval_every=2, log_every=1, cpu_threads=1, device="cpu"))
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        train_model(read_text(small_text.encode(), "t.txt"), settings, folder,
+                    callbacks=(lambda e: seen.append(torch.get_num_threads()),))
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+
+
+def test_cpu_threads_are_checked():
+    with pytest.raises(ConfigError, match="cpu threads must be a whole number"):
+        TrainConfig(cpu_threads=0).validated()

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=defaults.precision,
                        help="auto: bf16 autocast on CUDA, fp32 on the CPU; bf16 is faster on CPUs with bf16 units")
+    train.add_argument("--cpu-threads", type=int, help="torch threads on the CPU (default: torch's; 1 is often "
+                       "faster for these small models, see BENCHMARKS.md)")
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
@@ -125,7 +127,8 @@ def run_train(args: argparse.Namespace) -> int:
                                weight_decay=args.weight_decay, max_steps=args.max_steps,
                                epochs=args.epochs, max_minutes=args.max_minutes,
                                eval_every=args.eval_every, patience=args.patience,
-                               device=args.device, precision=args.precision, seed=args.seed).validated()
+                               device=args.device, precision=args.precision, cpu_threads=args.cpu_threads,
+                               seed=args.seed).validated()
     settings = RunSettings(tokenizer=args.tokenizer, vocab_size=args.vocab_size, arch=args.model,
                            preset=args.preset, embedding=args.embedding, hidden=args.hidden,
                            layers=args.layers, dropout=args.dropout, context=args.context,

@@ -28,6 +28,21 @@ LINE_SPLITTABLE = ("char", "word", "sentencepiece")
 ENCODE_CHUNK_CHARS = 1 << 20
 
 
+def line_pieces(text: str, chunk_chars: int = ENCODE_CHUNK_CHARS):
+    """``text`` in consecutive pieces of about ``chunk_chars`` characters, each ending just after a
+    newline (a line longer than that stays whole): no char, word or SentencePiece token is cut."""
+    start = 0
+    while start < len(text):
+        end = start + chunk_chars
+        if end < len(text):
+            cut = text.rfind("\n", start, end)
+            if cut < 0:  # one very long line: run on to its end
+                cut = text.find("\n", end)
+            end = len(text) if cut < 0 else cut + 1
+        yield text[start:end]
+        start = end
+
+
 def encode_ids(tokenizer: "Tokenizer", text: str, chunk_chars: int = ENCODE_CHUNK_CHARS) -> torch.Tensor:
     """``to_id_tensor(tokenizer.encode(text), tokenizer.vocab_size)``, the same ids, a piece at a time.
 
@@ -38,17 +53,7 @@ def encode_ids(tokenizer: "Tokenizer", text: str, chunk_chars: int = ENCODE_CHUN
     dtype = id_dtype(tokenizer.vocab_size)
     if len(text) <= chunk_chars or getattr(tokenizer, "kind", None) not in LINE_SPLITTABLE:
         return torch.tensor(tokenizer.encode(text), dtype=dtype)
-    pieces, start = [], 0
-    while start < len(text):
-        end = start + chunk_chars
-        if end < len(text):
-            cut = text.rfind("\n", start, end)
-            if cut < 0:  # one very long line: run on to its end
-                cut = text.find("\n", end)
-            end = len(text) if cut < 0 else cut + 1
-        pieces.append(torch.tensor(tokenizer.encode(text[start:end]), dtype=dtype))
-        start = end
-    return torch.cat(pieces)
+    return torch.cat([torch.tensor(tokenizer.encode(piece), dtype=dtype) for piece in line_pieces(text, chunk_chars)])
 
 
 @dataclass

@@ -16,8 +16,10 @@ import torch
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
 # (BENCHMARKS.md). bf16 autocast trains this LSTM faster than fp32 on such a CPU; batch 32 x 64
 # (2048 tokens a step) beat 4096- and 8192-token steps at equal time.
+# One torch thread: `benchmarks/bench_threads.py` measured these models training faster on one thread
+# than on two (ratios 0.73-0.94 on 2 cores), and two runs at once then each keep a core.
 CPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=3e-3,
-                          precision="bf16", eval_every=250, max_minutes=5.0)
+                          precision="bf16", eval_every=250, max_minutes=5.0, cpu_threads=1)
 
 # Not measured in this project yet (no GPU session ran bench_quality.py); a starting point from the
 # H100 figures in DESIGN.md (LSTM 256x2, dropout 0.2: 1.432 nats/char in 75 s in a bare loop).

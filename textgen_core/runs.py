@@ -18,7 +18,7 @@ from . import hub
 from .checkpoint import atomic_write_text
 from .card import hardware_name, render_card
 from .corpus import Corpus
-from .data import split_ids, to_id_tensor
+from .data import encode_ids, split_ids
 from .errors import ConfigError, TrainingDiverged
 from .models import LanguageModel, ModelConfig, build_model
 from .sampling import SamplingOptions, stream_text
@@ -55,7 +55,8 @@ class RunResult:
 
 
 def encode_corpus(tokenizer: Tokenizer, text: str) -> torch.Tensor:
-    return to_id_tensor(tokenizer.encode(text), tokenizer.vocab_size)
+    """The text's ids as one compact tensor, encoded a megabyte at a time (BENCHMARKS.md: scale)."""
+    return encode_ids(tokenizer, text)
 
 
 def chars_per_token(tokenizer: Tokenizer, ids: torch.Tensor) -> float:

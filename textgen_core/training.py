@@ -39,6 +39,7 @@ class TrainConfig:
     eval_streams: int = 64             # parallel streams the validation split is read in
     device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
     precision: str = "auto"            # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    cpu_threads: Optional[int] = None  # torch threads while training on the CPU (None: torch's default)
     seed: int = 0                      # fixes batches and dropout; with the model seed, the run
 
     def validated(self) -> "TrainConfig":
@@ -60,6 +61,8 @@ class TrainConfig:
         check("patience", self.patience is None or self.patience >= 1, "must be at least 1")
         check("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda")
         check("precision", self.precision in ("auto", "fp32", "bf16"), "must be auto, fp32 or bf16")
+        check("cpu_threads", self.cpu_threads is None or (isinstance(self.cpu_threads, int) and 1 <= self.cpu_threads <= 1024),
+              "must be a whole number from 1 to 1024")
         check("seed", isinstance(self.seed, int) and -2**63 <= self.seed < 2**64, "must be a 64-bit integer")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for, but no CUDA GPU is available; use auto or cpu")
@@ -212,6 +215,18 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self, stop_event: Optional[threading.Event] = None) -> History:
+        """Train until a budget, early stopping, divergence, out of memory or ``stop_event`` ends it."""
+        threads = self.config.cpu_threads if self.device.type == "cpu" else None
+        if not threads:
+            return self._fit(stop_event)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)  # this thread's and new threads' setting; set back at the end
+        try:
+            return self._fit(stop_event)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit(self, stop_event: Optional[threading.Event]) -> History:
         cfg = self.config
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731

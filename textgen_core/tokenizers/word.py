@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+from textgen_core.data import line_pieces
 from textgen_core.errors import ConfigError
 from textgen_core.tokenizers.base import Tokenizer
 
@@ -47,7 +48,9 @@ class WordTokenizer(Tokenizer):
 
     def fit(self, text: str) -> "WordTokenizer":
         self.notes = []
-        counts = Counter(WORD_PATTERN.findall(text))
+        counts: Counter = Counter()
+        for piece in line_pieces(text):  # a megabyte at a time: never a list of every token of a big corpus
+            counts.update(WORD_PATTERN.findall(piece))
         keep = self.max_vocab_size - len(SPECIALS)
         # Most frequent first; ties broken alphabetically so the same text gives the same ids.
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
