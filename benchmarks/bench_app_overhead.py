@@ -37,7 +37,8 @@ def cli_run(corpus: Path, out: Path, steps: int) -> float:
                     "--model", best["arch"], "--preset", best["preset"], "--dropout", str(best["dropout"]),
                     "--batch-size", str(best["batch_size"]), "--seq-len", str(best["seq_len"]),
                     "--lr", str(best["lr"]), "--precision", best["precision"], "--max-steps", str(steps),
-                    "--eval-every", str(best["eval_every"]), "--device", "cpu"],
+                    "--eval-every", str(best["eval_every"]), "--device", "cpu",
+                    *(["--cpu-threads", str(best["cpu_threads"])] if best.get("cpu_threads") else [])],
                    cwd=ROOT, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((out / "run.json").read_text())["elapsed_s"]
 

@@ -2,7 +2,7 @@
 
 Usage: python scripts/recipes_table.py [RUNS_DIR]   (default runs/recipes; RUNS_DIR/<recipe>/<run>/)
 Each row: run, parameters, steps, epochs reached, wall time, training loss (first and lowest
-evaluation point), best validation loss and bits per char, why it stopped, hardware.
+evaluation point), best and last validation loss, best bits per char, why it stopped, hardware.
 """
 from __future__ import annotations
 
@@ -26,13 +26,14 @@ def row(folder: Path) -> str:
     lowest = f"{min(train_losses):.3f}" if train_losses else "n/a"
     return (f"| {folder.parent.name} / {folder.name} | {info['parameters']:,} | {info['steps']:,} | "
             f"{epochs(info):.2f} | {info['elapsed_s']:.0f} s | {first} → {lowest} | "
-            f"{info['best_val_loss']:.3f} (step {info['best_step']}) | {info['best_val_bpc']:.3f} | "
+            f"{info['best_val_loss']:.3f} (step {info['best_step']}) | {evals[-1]['val_loss']:.3f} | "
+            f"{info['best_val_bpc']:.3f} | "
             f"{info['stop_reason']} | {info['hardware']} |")
 
 
 HEADER = ("| run | parameters | steps | epochs | time | train loss (first → lowest eval) | "
-          "best val nats/token | val bits/char | stopped | hardware |\n"
-          "|---|---:|---:|---:|---:|---|---|---:|---|---|")
+          "best val nats/token | last val | best val bits/char | stopped | hardware |\n"
+          "|---|---:|---:|---:|---:|---|---|---:|---:|---|---|")
 
 
 def main() -> None:
