@@ -189,3 +189,16 @@ def test_models_page(page):
     page.get_by_role("button", name="Load", exact=True).click()
     expect(page.get_by_text("HF_HUB_OFFLINE")).to_be_visible()
     shot(page, "5-models")
+
+
+def test_recipe_in_one_click(page):
+    go(page, "Recipes")
+    fill(page, "Minutes per run", 0.2)
+    page.get_by_role("button", name="Run").nth(3).click()  # word-gru-paragraph: trains in seconds
+    page.get_by_role("heading", name="Keras word-level GRU on one paragraph").wait_for()
+    page.get_by_text("Samples from").wait_for(timeout=120_000)
+    settle(page)
+    names = page.locator(".js-plotly-plot").first.evaluate("el => el.data.filter(t => t.name).map(t => t.name)")
+    assert "word-gru-paragraph-reference" in names, names
+    expect(page.get_by_text("A model").first).to_be_visible()
+    shot(page, "6-recipe")
