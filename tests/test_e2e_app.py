@@ -194,11 +194,30 @@ def test_models_page(page):
 def test_recipe_in_one_click(page):
     go(page, "Recipes")
     fill(page, "Minutes per run", 0.2)
-    page.get_by_role("button", name="Run").nth(3).click()  # word-gru-paragraph: trains in seconds
+    page.locator(".st-key-recipe_run_word-gru-paragraph button:visible").click()  # trains in seconds
     page.get_by_role("heading", name="Keras word-level GRU on one paragraph").wait_for()
     page.get_by_text("Samples from").wait_for(timeout=120_000)
     settle(page)
     names = page.locator(".js-plotly-plot").first.evaluate("el => el.data.filter(t => t.name).map(t => t.name)")
-    assert "word-gru-paragraph-reference" in names, names
+    assert "reference" in names and "reference (train)" in names, names
     expect(page.get_by_text("A model").first).to_be_visible()
     shot(page, "6-recipe")
+
+
+def test_upload_limit(page, tmp_path_factory):
+    """Just under the 50 MB limit is read; just over it is refused by the uploader, and the corpus
+    the session had stays in use."""
+    text = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    folder = tmp_path_factory.mktemp("uploads")
+    under, over = folder / "just-under.txt", folder / "just-over.txt"
+    under.write_text((text * 50)[:49_000_000], encoding="utf-8")
+    over.write_text((text * 50)[:53_000_000], encoding="utf-8")
+    go(page, "Corpus")
+    page.locator("input[type=file]").set_input_files(str(under))
+    page.get_by_text("just-under.txt").first.wait_for(timeout=120_000)
+    expect(page.get_by_text("49,000,000").first).to_be_visible(timeout=120_000)
+    page.locator("input[type=file]").set_input_files(str(over))
+    expect(page.get_by_text("or smaller").first).to_be_visible(timeout=60_000)
+    settle(page)
+    expect(page.get_by_text("49,000,000").first).to_be_visible()  # the corpus it had is still there
+    shot(page, "7-upload-limit")
