@@ -106,13 +106,18 @@ def test_offline_and_not_cached_says_so(tmp_path, monkeypatch):
         tg.load("someone/missing", cache_dir=str(tmp_path))
 
 
+def hub_online_at(monkeypatch, port: int) -> None:
+    """The Hub switched on, at a loopback port."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+
+
 def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    hub_online_at(monkeypatch, port)
     start = time.perf_counter()
     with pytest.raises(HubError, match="cannot reach the Hugging Face Hub"):
         tg.load("someone/elsewhere", cache_dir=str(tmp_path))
@@ -157,9 +162,7 @@ def test_a_hub_that_accepts_but_never_answers_fails_within_seconds(tmp_path, mon
     with socket.socket() as sock:  # listening, never accepting: connections open, requests hang
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        hub_online_at(monkeypatch, sock.getsockname()[1])
         start = time.perf_counter()
         with pytest.raises(HubError, match="did not answer in time|failed"):
             tg.load("someone/silent", cache_dir=str(tmp_path))

@@ -2,6 +2,8 @@
 caps are reached), draw them live, and tabulate and sample the results."""
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import replace
 from typing import Sequence
 
@@ -48,10 +50,8 @@ def submit_waiting(jobs: Sequence[TrainingJob], owner: str) -> list[TrainingJob]
     pending = waiting(jobs, owner)
     room = registry.max_per_owner - len(registry.active_jobs(owner))
     if pending and room > 0:
-        try:
+        with contextlib.suppress(ConfigError):  # no slot now: they stay waiting, tried again next poll
             registry.submit(*pending[:room])
-        except ConfigError:
-            pass  # no slot now: they stay waiting and are tried again at the next poll
     return waiting(jobs, owner)
 
 
