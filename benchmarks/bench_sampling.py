@@ -4,9 +4,11 @@ Variants, timed interleaved in one process (A, B, C, C, B, A, ...), medians repo
   eager     a plain loop: model(ids, state) -> softmax(logits / T) -> multinomial, torch's defaults
             (oneDNN on, all intra-op threads)
   no_onednn the same loop inside torch.backends.mkldnn.flags(enabled=False) (the sampler's old path)
-  project   textgen_core.sampling.sample_ids as shipped
-On a CUDA machine the same table is measured on the GPU (named in the output); without one the GPU
-rows are skipped with a line saying so.
+  project   textgen_core.sampling.sample_ids as shipped: on a GPU, GRU/LSTM steps in chunks of 32
+            replayed as CUDA graphs (graphed_sampling.py), the ids read back once per chunk
+On a CUDA machine the same table is measured on the GPU (named in the output), for the 2x256 models
+and the large preset (1024x2); without one the GPU rows are skipped with a line saying so. The GPU's
+eager loop never reads its ids back, which flatters it: text needs them on the host.
 
     python benchmarks/bench_sampling.py            # full run (about 1-2 minutes on 2 cores)
     python benchmarks/bench_sampling.py --quick    # a few tokens per case, for the smoke test
@@ -56,14 +58,14 @@ def project(model, batch: int, length: int) -> float:
     return batch * length / (time.perf_counter() - start)
 
 
-def measure(device: torch.device, quick: bool, repeats: int) -> list[dict]:
+def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str, ...] = ("small",)) -> list[dict]:
     rows = []
-    for arch in ("gru", "lstm"):
+    for arch, preset in [(arch, preset) for preset in presets for arch in ("gru", "lstm")]:
         torch.manual_seed(0)
         size = dict(embedding=16, hidden=32, layers=1) if quick else {}
-        model = build_model(ModelConfig.from_preset(arch, "small", VOCAB, **size)).to(device).eval()
+        model = build_model(ModelConfig.from_preset(arch, preset, VOCAB, **size)).to(device).eval()
         for batch in (1, 64):
-            length = 8 if quick else (600 if batch == 1 else 150)
+            length = 8 if quick else (600 if batch == 1 else 150) * (4 if device.type == "cuda" else 1)
             runs = {"eager": lambda: eager_loop(model, batch, length, onednn=True)}
             if device.type == "cpu":
                 runs["no_onednn"] = lambda: eager_loop(model, batch, length, onednn=False)
@@ -90,14 +92,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny models, 20 tokens: checks the script runs")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per variant (default 5)")
     parser.add_argument("--cpu-only", action="store_true", help="skip the GPU even when one is present")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 5)
     info = machine()
     print(describe(info))
-    rows = measure(torch.device("cpu"), args.quick, repeats)
+    rows = [] if args.gpu_only else measure(torch.device("cpu"), args.quick, repeats)
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
-        rows += measure(torch.device("cuda"), args.quick, repeats)
+        rows += measure(torch.device("cuda"), args.quick, repeats, ("small",) if args.quick else ("small", "large"))
     else:
         print("GPU rows: not measured (no CUDA GPU in this session)" if not torch.cuda.is_available()
               else "GPU rows: skipped (--cpu-only)")
@@ -111,8 +114,10 @@ def main() -> None:
                   f"{r['arch']} {r['layers_x_hidden']}", r["batch"], best(r, "eager"), best(r, "no_onednn"),
                   best(r, "project"), r["project_vs_eager"], r.get("project_vs_no_onednn", float("nan")))
                  for r in rows]))
-    targets = {"cpu_lstm_batch1_tok_s": next(r["project_tok_s"] for r in rows
-                                             if r["device"] == "cpu" and r["arch"] == "lstm" and r["batch"] == 1)}
+    batch1 = {f"{r['device']}_{r['arch']}_batch1_tok_s": r["project_tok_s"] for r in rows
+              if r["batch"] == 1 and r["layers_x_hidden"] == ("1x32" if args.quick else "2x256")}
+    targets = {key: batch1.get(key) for key in ("cpu_lstm_batch1_tok_s", "cuda_gru_batch1_tok_s",
+                                                "cuda_lstm_batch1_tok_s")}
     emit("sampling", {"machine": info, "quick": args.quick, "rows": rows, **targets})
 
 

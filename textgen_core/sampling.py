@@ -65,17 +65,30 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def next_token_probs(logits: torch.Tensor, temperature, top_k: Optional[int], top_p) -> torch.Tensor:
+    """(B, V) logits -> (B, V) probabilities after temperature, top-k and top-p (``None``: no filter).
+
+    ``temperature`` and ``top_p`` may be floats or 0-dim tensors (a recorded CUDA graph reads tensors).
+    """
+    logits = logits.float() / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.softmax(logits, dim=-1)
+
+
+def active_top_p(options: SamplingOptions) -> Optional[float]:
+    """top-p when it filters anything (below 1), else None."""
+    return options.top_p if options.top_p is not None and options.top_p < 1 else None
+
+
 def pick_next(logits: torch.Tensor, options: SamplingOptions,
               generator: torch.Generator) -> torch.Tensor:
     """(B, V) logits -> (B,) next ids under temperature, top-k and top-p."""
     if options.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / options.temperature
-    if options.top_k is not None:
-        logits = top_k_filter(logits, options.top_k)
-    if options.top_p is not None and options.top_p < 1:
-        logits = top_p_filter(logits, options.top_p)
-    probs = torch.softmax(logits, dim=-1)
+    probs = next_token_probs(logits, options.temperature, options.top_k, active_top_p(options))
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -98,7 +111,7 @@ def _cpu_rnn_fast_path(model: LanguageModel, batch: int = 1) -> contextlib.Abstr
 SINGLE_THREAD_MAX_BATCH = 4
 
 
-def _has_hooks(model: torch.nn.Module) -> bool:
+def has_hooks(model: torch.nn.Module) -> bool:
     from torch.nn.modules import module as module_globals
 
     if getattr(module_globals, "_global_forward_hooks", None) or \
@@ -118,7 +131,7 @@ def _rnn_step(model: LanguageModel):
     """
     from .models.rnn import RNNLanguageModel
 
-    if type(model) is not RNNLanguageModel or model.training or model.device.type != "cpu" or _has_hooks(model):
+    if type(model) is not RNNLanguageModel or model.training or model.device.type != "cpu" or has_hooks(model):
         return None
     embed, rnn, head = model.embed, model.rnn, model.head
     if type(embed) is not torch.nn.Embedding or type(head) is not torch.nn.Linear or \
@@ -162,11 +175,14 @@ def _one_thread(forward, batch: int):
 @torch.inference_mode()
 def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions,
                banned_ids: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
-    """Yield (num_samples,) next-token ids, ``options.length`` times.
+    """Yield (num_samples,) next-token ids, ``options.length`` times (on the model's device, or on
+    the CPU where a GPU samples in recorded chunks: ``graphed_sampling``).
 
     The prompt is read in one forward pass; afterwards each step feeds only the newest token.
     ``banned_ids`` (e.g. the unknown token) are never produced.
     """
+    from . import graphed_sampling
+
     options.validated()
     if not prompt_ids:
         raise ConfigError("the prompt encodes to no tokens")
@@ -190,6 +206,17 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
             if banned_ids and len(banned_ids) < logits.shape[-1]:
                 banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
                 banned[list(banned_ids)] = True
+            if device.type == "cuda":  # chunks of steps replayed as CUDA graphs where the model allows
+                chunked = graphed_sampling.acquire(model, options.num_samples, options.temperature == 0,
+                                                   options.top_k, active_top_p(options) is not None,
+                                                   banned is not None)
+                if chunked is not None:
+                    try:
+                        yield from chunked.generate(logits[:, -1, :], state, options.length, options.temperature,
+                                                    active_top_p(options), banned, generator)
+                    finally:
+                        chunked.lock.release()
+                    return
             for step in range(options.length):
                 last = logits[:, -1, :]
                 if banned is not None:
