@@ -145,8 +145,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and few steps: checks the script runs")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved runs per side (default 5)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 10 CPU, 50 GPU)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 8 CPU, 200 GPU)")
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows")
     parser.add_argument("--only", nargs="*", help="configurations by name, e.g. 'gru 2x256'")
     args = parser.parse_args()
     info = machine()
@@ -155,14 +156,14 @@ def main() -> None:
     rows = []
     if args.quick:
         rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1))
-    else:
+    elif not args.gpu_only:
         timed = args.steps or 8
         for case in [c for c in CPU_CASES if not args.only or c["name"] in args.only]:
             rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
                                 repeats=args.repeats or 6))
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
-        timed = args.steps or (5 if args.quick else 50)
+        timed = args.steps or (5 if args.quick else 200)
         for case in ([QUICK_CASE] if args.quick else [c for c in GPU_CASES if not args.only or c["name"] in args.only]):
             rows.append(measure(case, torch.device("cuda"), ids, vocab, steps=timed + 10, warmup=10,
                                 repeats=args.repeats or (1 if args.quick else 6)))
