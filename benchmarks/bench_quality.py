@@ -16,6 +16,8 @@ Candidate mode (--candidates) chooses the CPU defaults at equal time on a shared
     python benchmarks/bench_quality.py --candidates --seconds 60 # the CPU defaults search, round 1
     python benchmarks/bench_quality.py --candidates --tokens 3750000 --only ...   # round 2
     python benchmarks/bench_quality.py --quick                   # seconds, for the smoke test
+    python benchmarks/bench_quality.py --gpu-only                # the GPU defaults, 60 s
+    python benchmarks/bench_quality.py --candidates --gpu-only   # the GPU defaults search (60 s each)
 """
 from __future__ import annotations
 
@@ -48,6 +50,28 @@ CANDIDATES = {
     "lstm256x2 b32 t64 lr1e-2 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=1e-2, precision="bf16"),
     "gru256x2 b32 t128 lr3e-3 bf16": dict(arch="gru", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="bf16"),
     "lstm512x2 b32 t128 lr2e-3 bf16": dict(arch="lstm", preset="medium", dropout=0.1, batch_size=32, seq_len=128, lr=2e-3, precision="bf16"),
+}
+# GPU candidates: real wall-clock budgets (a GPU session has the machine to itself). On an H100 these
+# models read ~100 epochs of tiny Shakespeare a minute, so the search is about size and regularisation.
+GPU_CANDIDATES = {
+    "lstm256x2 d0.2 b128 t256 lr3e-3": dict(arch="lstm", preset="small", dropout=0.2, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm512x2 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="medium", dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm1024x2 d0.5 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.5, batch_size=128, seq_len=256, lr=2e-3),
+    "lstm1024x2 d0.5 b256 t256 lr3e-3": dict(arch="lstm", preset="large", dropout=0.5, batch_size=256, seq_len=256, lr=3e-3),
+    "lstm1024x2 d0.6 wd0.1 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.6, weight_decay=0.1, batch_size=128, seq_len=256, lr=2e-3),
+    "lstm768x3 d0.5 b128 t256 lr2e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.5, batch_size=128, seq_len=256, lr=2e-3),
+    "lstm512x3 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="medium", layers=3, dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
+    "gru1024x2 d0.5 b128 t256 lr2e-3": dict(arch="gru", preset="large", dropout=0.5, batch_size=128, seq_len=256, lr=2e-3),
+    # round 2: round 1's 1024x2 models peaked by 15-27 s and then overfit; 512x2 and 768x3 still improved at 60 s
+    "lstm768x3 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm768x3 d0.6 wd0.1 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6, weight_decay=0.1, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm1024x3 d0.6 b128 t256 lr2e-3": dict(arch="lstm", preset="large", layers=3, dropout=0.6, batch_size=128, seq_len=256, lr=2e-3),
+    "lstm1024x2 d0.7 wd0.1 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.7, weight_decay=0.1, batch_size=128, seq_len=256, lr=2e-3),
+    "lstm768x2 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm512x2 d0.4 b128 t256 lr4e-3": dict(arch="lstm", preset="medium", dropout=0.4, batch_size=128, seq_len=256, lr=4e-3),
+    # round 3, around round 2's winner (lstm768x3 d0.6 wd0.1: 1.3974)
+    "lstm768x3 d0.6 wd0.2 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6, weight_decay=0.2, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm896x3 d0.65 wd0.1 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=896, layers=3, dropout=0.65, weight_decay=0.1, batch_size=128, seq_len=256, lr=3e-3),
 }
 MODEL_KEYS = ("arch", "preset", "embedding", "hidden", "layers", "dropout")
 
@@ -143,6 +167,26 @@ def run_candidates(names: list[str], seconds: float, quick: bool, repeats: int,
     return sorted(rows, key=lambda r: r["best_val_loss"])
 
 
+def run_gpu_candidates(names: list[str], seconds: float, quick: bool) -> list[dict]:
+    """Each candidate trains on the GPU for ``seconds`` of wall-clock time (evaluations included),
+    one after another in this process; ranked by the best validation loss."""
+    rows = []
+    for name in names:
+        settings = dict(GPU_CANDIDATES[name], precision="bf16")
+        if quick:
+            settings.update(preset="tiny", hidden=None, layers=None, batch_size=4, seq_len=32)
+        split, vocab = load_split(quick, settings["seq_len"])
+        budget = dict(max_steps=4, eval_every=2) if quick else dict(max_minutes=seconds / 60, eval_every=100)
+        result = train_curve({k: v for k, v in settings.items() if v is not None}, split, vocab, "cuda", **budget)
+        reached = next((p["seconds"] for p in result["curve"] if p["val_loss"] <= GPU_TARGET), None)
+        rows.append({"name": name, "settings": settings, "seconds_to_1_40": reached,
+                     "train_tok_s": result["steps"] * result["tokens_per_step"] / result["seconds"], **result})
+        print(f"  {name}: best val {result['best_val_loss']:.4f} nats/char, {result['steps']} steps in "
+              f"{result['seconds']:.0f} s, 1.40 reached at {reached} s; curve "
+              f"{[(p['seconds'], p['val_loss']) for p in result['curve']]}", flush=True)
+    return sorted(rows, key=lambda r: r["best_val_loss"])
+
+
 def run_defaults(device: str, seconds: float, quick: bool) -> dict:
     settings = recommended_settings(device)
     if quick:  # the script's plumbing only: a tiny model for a few steps
@@ -164,9 +208,23 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, help="candidates: equal budgets of this many training tokens "
                         "instead of equal projected seconds")
     parser.add_argument("--cpu-only", action="store_true")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU run (default run), or search "
+                        "the GPU candidates at real wall-clock budgets (--candidates)")
     args = parser.parse_args()
     info = machine()
     print(describe(info))
+    if args.candidates and args.gpu_only:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu-only needs a CUDA GPU")
+        names = args.only or list(GPU_CANDIDATES)
+        rows = run_gpu_candidates(names[:1] if args.quick else names, args.seconds or 60, args.quick)
+        print(f"\nGPU: {info['gpu']}")
+        print(table(["candidate", "parameters", "train tok/s", "steps", "best val nats/char", "seconds to 1.40"],
+                    [(r["name"], f"{r['params']:,}", r["train_tok_s"], r["steps"], f"{r['best_val_loss']:.4f}",
+                      r["seconds_to_1_40"] or "-") for r in rows]))
+        emit("quality_gpu_candidates", {"machine": info, "quick": args.quick, "budget_s": args.seconds or 60,
+                                        "rows": rows, "best": rows[0]["name"]})
+        return
     if args.candidates:
         names = args.only or list(CANDIDATES)
         if args.quick:
@@ -181,7 +239,7 @@ def main() -> None:
         emit("quality_candidates", {"machine": info, "quick": args.quick, "budget_s": None if args.tokens else seconds,
                                     "budget_tokens": args.tokens, "rows": rows, "best": rows[0]["name"]})
         return
-    runs = [run_defaults("cpu", args.seconds or (2 if args.quick else 300), args.quick)]
+    runs = [] if args.gpu_only else [run_defaults("cpu", args.seconds or (2 if args.quick else 300), args.quick)]
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         runs.append(run_defaults("cuda", args.seconds or (2 if args.quick else 60), args.quick))
@@ -194,8 +252,11 @@ def main() -> None:
               f"{run['seconds']:.0f} s; best validation {run['best_val_loss']:.4f} nats/char")
         print(table(["seconds", "step", "train loss", "val nats/char"],
                     [(p["seconds"], p["step"], f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}") for p in run["curve"]]))
+    by_device = {run["device"]: run for run in runs}
     emit("time_to_quality", {"machine": info, "quick": args.quick, "runs": runs,
-                             "cpu_best_val_loss": runs[0]["best_val_loss"]})
+                             "cpu_best_val_loss": by_device.get("cpu", {}).get("best_val_loss"),
+                             "gpu_best_val_loss": by_device.get("cuda", {}).get("best_val_loss"),
+                             "gpu_seconds_to_1_40": by_device.get("cuda", {}).get("seconds_to_1_40")})
 
 
 if __name__ == "__main__":

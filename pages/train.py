@@ -34,13 +34,15 @@ with left:
     st.markdown("**Model**")
     arch = st.selectbox("Architecture", ARCHITECTURES, ARCHITECTURES.index(best["arch"]), format_func=ARCH_HELP.get,
                         key="arch", persist_state="session")
-    explicit = st.toggle("Explicit sizes", key="explicit_sizes", persist_state="session",
+    # the GPU's recommended model is not a preset (768x3): it starts with explicit sizes on
+    sized = ModelConfig.from_preset(best["arch"], best["preset"], 2, hidden=best.get("hidden"), layers=best.get("layers"))
+    explicit = st.toggle("Explicit sizes", "hidden" in best, key="explicit_sizes", persist_state="session",
                          help="Off: a size preset. On: embedding, hidden and layers yourself.")
     if explicit:
         c1, c2, c3 = st.columns(3)
-        embedding = c1.number_input("Embedding", 4, 2048, 64, key="embedding", persist_state="session")
-        hidden = c2.number_input("Hidden", 4, 4096, 256, key="hidden", persist_state="session")
-        layers = c3.number_input("Layers", 1, 16, 2, key="layers", persist_state="session")
+        embedding = c1.number_input("Embedding", 4, 2048, sized.embedding, key="embedding", persist_state="session")
+        hidden = c2.number_input("Hidden", 4, 4096, sized.hidden, key="hidden", persist_state="session")
+        layers = c3.number_input("Layers", 1, 16, sized.layers, key="layers", persist_state="session")
         preset = "small"
     else:
         preset = st.selectbox("Size preset", PRESETS, index=PRESETS.index(best["preset"]), key="preset",
@@ -49,8 +51,12 @@ with left:
     dropout = st.slider("Dropout", 0.0, 0.7, best["dropout"], 0.05, key="dropout", persist_state="session")
 with middle:
     st.markdown("**Optimization**")
-    lr = st.number_input("Learning rate", 1e-5, 1.0, best["lr"], format="%.4f", step=5e-4, key="lr",
+    c1, c2 = st.columns(2)
+    lr = c1.number_input("Learning rate", 1e-5, 1.0, best["lr"], format="%.4f", step=5e-4, key="lr",
                          persist_state="session")
+    weight_decay = c2.number_input("Weight decay", 0.0, 10.0, best.get("weight_decay", TrainConfig.weight_decay),
+                                   format="%.3f", step=0.01, key="weight_decay", persist_state="session",
+                                   help="AdamW's decoupled weight decay on matrices and embeddings.")
     c1, c2 = st.columns(2)
     batch = c1.number_input("Batch size", 1, 1024, best["batch_size"], key="batch", persist_state="session")
     seq_len = c2.number_input("Sequence length", 8, 2048, best["seq_len"], key="seq_len", persist_state="session")
@@ -78,7 +84,8 @@ with right:
 
 def settings() -> RunSettings:
     field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
-    train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), eval_every=int(eval_every),
+    train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), weight_decay=float(weight_decay),
+                        eval_every=int(eval_every),
                         log_every=min(10, int(eval_every)), patience=int(patience) or None, device=device,
                         precision=precision, cpu_threads=best.get("cpu_threads") if device == "cpu" else None,
                         seed=int(seed), **{field: int(budget) if budget_kind == "steps" else float(budget)})

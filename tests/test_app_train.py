@@ -115,3 +115,23 @@ def test_each_session_sees_only_its_own_jobs(app_env):
     assert any("No models yet" in t for t in texts(second.info))
     join([job])
     assert job.out_dir.parent.name == first.session_state["owner"] != second.session_state["owner"]
+
+
+def test_the_page_starts_from_the_devices_recommended_settings(app_env, monkeypatch):
+    """On a GPU machine the page opens with the GPU's measured defaults (an explicit 768x3 LSTM with
+    weight decay 0.2); on a CPU with the CPU's (a preset)."""
+    from textgen_core.defaults import CPU_DEFAULTS, GPU_DEFAULTS
+    from ui import state
+
+    at = train_page(upload(new_app()))
+    assert not at.toggle(key="explicit_sizes").value and at.selectbox(key="preset").value == CPU_DEFAULTS["preset"]
+    assert at.number_input(key="weight_decay").value == pytest.approx(0.01)
+    monkeypatch.setattr(state, "device_options", lambda: ["cuda", "cpu"])
+    monkeypatch.setattr(state, "device_label", lambda device: device)   # no GPU to name here
+    at = train_page(upload(new_app()))
+    assert not at.exception
+    assert at.toggle(key="explicit_sizes").value
+    assert (at.number_input(key="hidden").value, at.number_input(key="layers").value) == (768, 3)
+    assert at.number_input(key="weight_decay").value == pytest.approx(GPU_DEFAULTS["weight_decay"])
+    assert at.slider(key="dropout").value == pytest.approx(GPU_DEFAULTS["dropout"])
+    assert at.number_input(key="batch").value == GPU_DEFAULTS["batch_size"]

@@ -1,6 +1,7 @@
 """Recommended starting settings per device, chosen by measurement (see BENCHMARKS.md).
 
-``recommended_settings(device)`` returns a flat dict: model keys (``arch``, ``preset``, ``dropout``)
+``recommended_settings(device)`` returns a flat dict: model keys (``arch``, ``preset``, and where
+the preset's sizes are not the choice ``hidden`` and ``layers``; ``dropout``)
 for ``RunSettings`` and training keys for ``TrainConfig``. ``recommended_run_settings`` builds the
 ``RunSettings`` directly. Nothing here changes the dataclasses' own defaults.
 """
@@ -21,12 +22,13 @@ import torch
 CPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=3e-3,
                           precision="bf16", eval_every=250, max_minutes=5.0, cpu_threads=1)
 
-# Not measured in this project yet (no GPU session ran bench_quality.py); a starting point from the
-# H100 figures in DESIGN.md (LSTM 256x2, dropout 0.2: 1.432 nats/char in 75 s in a bare loop).
-GPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.2, batch_size=128, seq_len=256, lr=3e-3,
-                          precision="bf16", eval_every=100, max_minutes=1.0)
+# Chosen on an NVIDIA H100 by `python benchmarks/bench_quality.py --candidates --gpu-only` (15 candidates,
+# 60 s each, BENCHMARKS.md): at these speeds a minute is ~60 epochs of tiny Shakespeare, so the winner
+# is a larger LSTM (768x3) with strong dropout and weight decay; 1024x2 models overfit after 15-30 s.
+GPU_DEFAULTS: dict = dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6, weight_decay=0.2,
+                          batch_size=128, seq_len=256, lr=3e-3, precision="bf16", eval_every=200, max_minutes=1.0)
 
-MODEL_KEYS = ("arch", "preset", "dropout")
+MODEL_KEYS = ("arch", "preset", "hidden", "layers", "dropout")
 
 
 @lru_cache(maxsize=1)
