@@ -135,3 +135,14 @@ def test_the_page_starts_from_the_devices_recommended_settings(app_env, monkeypa
     assert at.number_input(key="weight_decay").value == pytest.approx(GPU_DEFAULTS["weight_decay"])
     assert at.slider(key="dropout").value == pytest.approx(GPU_DEFAULTS["dropout"])
     assert at.number_input(key="batch").value == GPU_DEFAULTS["batch_size"]
+
+
+def test_streamlit_does_not_collect_garbage_after_every_rerun():
+    """Streamlit's default full gc.collect() after each script run held the interpreter lock for about
+    0.2 s every 2 s while the Train page polled, and slowed the training thread in the same process
+    by 17-25% (BENCHMARKS.md, app overhead); the project's config turns it off."""
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
