@@ -5,6 +5,7 @@ import streamlit as st
 from textgen_core import (ARCHITECTURES, PRESETS, TOKENIZER_KINDS, RunSettings, SamplingOptions, TextgenError,
                           TrainConfig)
 from textgen_core.jobs import get_registry, new_job
+from textgen_core.memory import check_memory
 from ui import state
 from ui.charts import compare_figure, mean_tokens_per_s
 from ui.live import live, progress_text
@@ -64,6 +65,9 @@ def make_jobs() -> list:
                             **budget_field).validated()
         settings = RunSettings(tokenizer=tok, vocab_size=tok_vocab, arch=arch, preset=preset,
                                val_fraction=val_fraction, train=train)
+        # refused here, before any job starts, rather than as one failed column
+        check_memory(settings.model_config(tok_vocab or corpus.stats.distinct_chars + 1), train.batch_size,
+                     train.seq_len, train.device)
         jobs.append(new_job(corpus, settings, owner=ss.owner, name=name))
     return jobs
 

@@ -4,6 +4,7 @@ import streamlit as st
 from textgen_core import ARCHITECTURES, PRESETS, RunSettings, TextgenError, TrainConfig
 from textgen_core.defaults import recommended_settings
 from textgen_core.jobs import get_registry, new_job
+from textgen_core.memory import check_memory
 from textgen_core.models import ModelConfig
 from ui import state
 from ui.live import live, show_job
@@ -94,7 +95,7 @@ def settings() -> RunSettings:
     config = ModelConfig.from_preset(arch, preset, vocab_estimate(), embedding=embedding, hidden=hidden,
                                      layers=layers, dropout=float(dropout))  # bad sizes: refused now
     train.validated()
-    state.check_memory(config, train.batch_size, train.seq_len, device)
+    check_memory(config, train.batch_size, train.seq_len, device)
     return run
 
 

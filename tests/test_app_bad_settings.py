@@ -155,8 +155,8 @@ def test_a_diverging_learning_rate_ends_with_a_clear_message(app_env, eval_every
 
 
 def test_a_model_too_big_for_the_memory_is_refused_before_starting(app_env, monkeypatch):
-    from ui import state
-    monkeypatch.setattr(state, "free_memory_bytes", lambda device: 200_000_000)
+    from textgen_core import memory
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 200_000_000)
     at = set_values(page(upload(new_app()), "train"), explicit_sizes=True)
     at = click(set_values(at, hidden=4096, layers=16), "Start")  # the widgets' largest sizes
     assert not at.exception and at.session_state["train_job"] is None

@@ -50,3 +50,15 @@ def test_two_architectures_train_one_after_another_and_compare(app_env):
     assert len(samples) == 2 and all(s.startswith("Home") and len(s) > 20 for s in samples)
     at.run()  # the samples stay on the page
     assert texts(at.code) == samples
+
+
+def test_a_configuration_too_big_for_the_memory_is_refused_before_any_starts(app_env, monkeypatch):
+    from textgen_core import memory
+    monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 20_000_000)
+    at = compare_page(upload(new_app()))
+    at = set_values(at, cmp_arch_0="gru", cmp_arch_1="lstm", cmp_preset_0="tiny", cmp_preset_1="large",
+                    cmp_steps=20, cmp_batch=8, cmp_seq_len=32, cmp_eval_every=10)
+    at = click(at, "Start comparison")
+    assert not at.exception and at.session_state["compare_jobs"] == []
+    (error,) = texts(at.error)
+    assert "needs at least" in error and "more than the 20 MB free on this machine" in error

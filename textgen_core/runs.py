@@ -20,10 +20,11 @@ from .card import hardware_name, render_card
 from .corpus import Corpus
 from .data import encode_ids, split_ids
 from .errors import ConfigError, TrainingDiverged
+from .memory import check_memory
 from .models import LanguageModel, ModelConfig, build_model
 from .sampling import SamplingOptions, stream_text
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
-from .training import Event, History, TrainConfig, Trainer
+from .training import Event, History, TrainConfig, Trainer, resolve_device
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -96,6 +97,9 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
         config = settings.model_config(tokenizer.vocab_size)
     ids = encode_corpus(tokenizer, corpus.text)
     split = split_ids(ids, settings.val_fraction, settings.train.seq_len)
+    # the model read from the folder when resuming, not the settings' sizes
+    check_memory(config, settings.train.batch_size, settings.train.seq_len,
+                 resolve_device(settings.train.validated().device).type)
     torch.manual_seed(settings.train.seed)
     model = build_model(config)
     if not resume:  # tokenizer and config go first, so that a crash mid-run can still be resumed

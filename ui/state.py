@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Optional
 
 import streamlit as st
 import torch
 
-from textgen_core import ConfigError, Corpus
+from textgen_core import Corpus
 from textgen_core.jobs import TrainingJob, get_registry
-from textgen_core.models import ModelConfig, build_model
 
 DEFAULTS = {
     "corpus": None,           # textgen_core.Corpus the user chose
@@ -72,40 +70,6 @@ def tokenizer_settings() -> tuple[str, Optional[int], float]:
 
 def device_options() -> list[str]:
     return ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
-
-
-def free_memory_bytes(device: str) -> Optional[int]:
-    """Memory a new training run can take on ``device`` (None: unknown)."""
-    if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def training_memory_bytes(config: ModelConfig, batch: int, seq_len: int) -> tuple[int, int]:
-    """(parameters, a lower bound of the bytes one training step needs): fp32 weights, gradients
-    and two AdamW moments, plus the logits and one activation per layer for every token of a batch.
-    The model is built on the meta device, so nothing is allocated."""
-    with torch.device("meta"):
-        parameters = build_model(config).num_parameters()
-    activations = 4 * batch * seq_len * (2 * config.vocab_size + config.hidden * config.layers)
-    return parameters, 16 * parameters + activations
-
-
-def check_memory(config: ModelConfig, batch: int, seq_len: int, device: str) -> None:
-    """Refuse, with what to change, a run that cannot fit: it would swap or be killed mid-way."""
-    free = free_memory_bytes(device)
-    parameters, need = training_memory_bytes(config, batch, seq_len)
-    if free is not None and need > free:
-        where = "on the GPU" if device == "cuda" else "on this machine"
-        raise ConfigError(f"this model ({parameters:,} parameters) with batches of {batch} x {seq_len} tokens "
-                          f"needs at least {need / 1e9:.1f} GB to train, more than the {free / 1e9:.1f} GB free "
-                          f"{where}; choose a smaller size, batch or sequence length")
 
 
 def device_label(device: str) -> str:

@@ -1,0 +1,49 @@
+"""Will a training run fit? Checked before anything large is allocated, so that a model too big for
+the machine is refused with what to change, instead of swapping or being killed mid-way."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .errors import ConfigError
+from .models import ModelConfig, build_model
+
+
+def free_memory_bytes(device: str) -> Optional[int]:
+    """Memory a new training run can take on ``device`` ("cpu" or "cuda"; None: unknown)."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def training_memory_bytes(config: ModelConfig, batch: int, seq_len: int) -> tuple[int, int]:
+    """(parameters, a lower bound of the bytes one training step needs): fp32 weights, gradients
+    and two AdamW moments, plus the logits and one activation per layer for every token of a batch.
+    The model is built on the meta device, so nothing is allocated."""
+    with torch.device("meta"):
+        parameters = build_model(config).num_parameters()
+    activations = 4 * batch * seq_len * (2 * config.vocab_size + config.hidden * config.layers)
+    return parameters, 16 * parameters + activations
+
+
+def check_memory(config: ModelConfig, batch: int, seq_len: int, device: str) -> None:
+    """Raise ConfigError, saying what to change, when the run cannot fit in ``device``'s free memory."""
+    free = free_memory_bytes(device)
+    parameters, need = training_memory_bytes(config, batch, seq_len)
+    if free is not None and need > free:
+        where = "on the GPU" if device == "cuda" else "on this machine"
+        raise ConfigError(f"this model ({parameters:,} parameters) with batches of {batch} x {seq_len} tokens "
+                          f"needs at least {_size(need)} to train, more than the {_size(free)} free "
+                          f"{where}; choose a smaller size, batch or sequence length")
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.0f} MB"
