@@ -10,7 +10,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-from textgen_core.jobs import get_registry  # noqa: E402
+from textgen_core.registry import get_registry  # noqa: E402
 from ui import state  # noqa: E402
 from ui.live import live  # noqa: E402
 

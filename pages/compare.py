@@ -4,8 +4,9 @@ import streamlit as st
 
 from textgen_core import (ARCHITECTURES, PRESETS, TOKENIZER_KINDS, RunSettings, SamplingOptions, TextgenError,
                           TrainConfig)
-from textgen_core.jobs import get_registry, new_job
+from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
+from textgen_core.registry import get_registry
 from ui import state
 from ui.charts import compare_figure, mean_tokens_per_s
 from ui.live import live, progress_text

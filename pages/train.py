@@ -3,9 +3,10 @@ import streamlit as st
 
 from textgen_core import ARCHITECTURES, PRESETS, RunSettings, TextgenError, TrainConfig
 from textgen_core.defaults import recommended_settings
-from textgen_core.jobs import get_registry, new_job
+from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
 from textgen_core.models import ModelConfig
+from textgen_core.registry import get_registry
 from ui import state
 from ui.live import live, show_job
 from ui.models import zip_model_folder

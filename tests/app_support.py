@@ -8,7 +8,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from textgen_core import RunSettings, TrainConfig, read_text, train_model
-from textgen_core.jobs import get_registry
+from textgen_core.registry import get_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")

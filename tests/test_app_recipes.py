@@ -4,7 +4,7 @@ import pytest
 
 from app_support import all_text, app_env, click, join, new_app, plotly_specs, set_values, texts  # noqa: F401
 from tests.conftest import shared_corpus
-from textgen_core.jobs import get_registry
+from textgen_core.registry import get_registry
 from textgen_core.recipes import RECIPES
 
 pytestmark = pytest.mark.app

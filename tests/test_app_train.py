@@ -77,7 +77,7 @@ def test_bad_settings_are_refused_with_a_message(app_env):
 
 
 def test_a_busy_machine_is_refused_with_a_message(app_env, monkeypatch):
-    from textgen_core.jobs import get_registry
+    from textgen_core.registry import get_registry
     monkeypatch.setattr(get_registry(), "max_running", 0)  # as if other sessions held every slot
     at = click(set_values(train_page(upload(new_app())), **TINY), "Start")
     assert any("the machine is busy" in t for t in texts(at.error))

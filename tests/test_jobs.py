@@ -1,4 +1,4 @@
-"""textgen_core.jobs: background training jobs, their snapshots, the registry's cap and reaper."""
+"""textgen_core.jobs and .registry: background training jobs, their snapshots, the registry's cap and reaper."""
 import threading
 
 import pytest
@@ -6,8 +6,8 @@ import torch
 
 from textgen_core import RunSettings, TrainConfig, read_text
 from textgen_core.errors import ConfigError
-from textgen_core.jobs import (FAILED, FINISHED, QUEUED, RUNNING, STOPPED, JobRegistry, ThinnedSeries,
-                               TrainingJob, new_job)
+from textgen_core.jobs import FAILED, FINISHED, QUEUED, RUNNING, STOPPED, ThinnedSeries, TrainingJob, new_job
+from textgen_core.registry import JobRegistry
 
 TEXT = ("The wind blows over the prairie and the cattle low in the night.\n"
         "Sing me a song of the trail, of the river and the long ride home.\n") * 40

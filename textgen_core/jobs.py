@@ -1,19 +1,14 @@
 """Background training jobs for the app: a thread per job, a stop event, a lock-guarded snapshot.
 
     job = new_job(corpus, settings, owner="session-id")
-    get_registry().submit(job)          # starts it, or queues it behind the owner's running job
+    get_registry().submit(job)          # (registry.py) starts it, or queues it behind the owner's running job
     snap = job.snapshot()               # poll: status, thinned chart points, ETA, latest sample
     job.stop()                          # sets the stop event; the trainer stops at the next step
 
 A ``TrainingJob`` runs ``prepare_run`` + ``trainer.fit(stop_event)`` + ``finish_run`` in a daemon
 thread and records the trainer's events for charts (thinned to a bounded number of points), plus a
 short preview sample drawn in the training thread at every evaluation. ``resume`` continues the
-same model folder.
-
-The process-wide ``JobRegistry`` caps the jobs that run at once (each owner runs one job at a
-time; the owner's further jobs wait in a queue), and stops jobs whose owner has sent no heartbeat
-for a while, so that a closed browser tab does not leave training running. This module imports
-no UI code; the app calls ``registry.touch(owner)`` whenever the owner's page runs or polls.
+same model folder. ``registry.py`` decides when jobs run. This module imports no UI code.
 """
 from __future__ import annotations
 
@@ -41,12 +36,7 @@ from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
 log = logging.getLogger(__name__)
 
 RUNS_DIR_ENV = "TEXTGEN_RUNS_DIR"          # where jobs write their model folders
-MAX_RUNNING_ENV = "TEXTGEN_MAX_JOBS"       # jobs that may train at once in this process
-STALE_AFTER_ENV = "TEXTGEN_JOB_TIMEOUT_S"  # seconds without a heartbeat before a job is stopped
 DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
-DEFAULT_MAX_RUNNING = 2
-DEFAULT_MAX_PER_OWNER = 5
-DEFAULT_STALE_AFTER_S = 300.0
 
 QUEUED, RUNNING, FINISHED, STOPPED, FAILED = "queued", "running", "finished", "stopped", "failed"
 ACTIVE = (QUEUED, RUNNING)
@@ -417,158 +407,3 @@ class TrainingJob:
                 callback(self)
             except Exception:
                 log.exception("job done callback failed")
-
-
-class JobRegistry:
-    """Process-wide bookkeeping of active jobs: a cap, a per-owner queue, and a reaper.
-
-    - at most ``max_running`` jobs train at once; each owner trains one job at a time and its
-      further jobs wait (up to ``max_per_owner`` running + waiting);
-    - a job whose owner has not called ``touch(owner)`` for ``stale_after_s`` seconds is stopped
-      (its best weights so far are still saved), so closed tabs free their slot.
-    """
-
-    def __init__(self, max_running: int = DEFAULT_MAX_RUNNING, max_per_owner: int = DEFAULT_MAX_PER_OWNER,
-                 stale_after_s: float = DEFAULT_STALE_AFTER_S, reap_every_s: Optional[float] = 15.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        if max_running < 1 or max_per_owner < 1 or stale_after_s <= 0:
-            raise ConfigError("the job registry needs max_running, max_per_owner and stale_after_s above 0")
-        self.max_running, self.max_per_owner = max_running, max_per_owner
-        self.stale_after_s, self.reap_every_s, self.clock = stale_after_s, reap_every_s, clock
-        self._lock = threading.RLock()
-        self._jobs: list[TrainingJob] = []          # queued and running, oldest first
-        self._last_seen: dict[str, float] = {}
-        self._reaper: Optional[threading.Thread] = None
-        self._closed = threading.Event()
-
-    # --- queries -------------------------------------------------------------------------------
-    def active_jobs(self, owner: Optional[str] = None) -> list[TrainingJob]:
-        with self._lock:
-            return [j for j in self._jobs if owner is None or j.owner == owner]
-
-    def running_count(self) -> int:
-        with self._lock:
-            return sum(1 for j in self._jobs if j.status == RUNNING)
-
-    # --- heartbeat and reaping -----------------------------------------------------------------
-    def touch(self, owner: str) -> None:
-        """The owner's page is alive: call on every page run and every poll."""
-        with self._lock:
-            self._last_seen[owner] = self.clock()
-
-    def reap(self) -> list[TrainingJob]:
-        """Stop the jobs of owners silent for longer than ``stale_after_s``; returns them."""
-        now = self.clock()
-        with self._lock:
-            stale_owners = {o for o, seen in self._last_seen.items() if now - seen > self.stale_after_s}
-            stale = [j for j in self._jobs if j.owner in stale_owners and not j.stop_requested]
-            for owner in stale_owners:
-                if not any(j.owner == owner for j in self._jobs):
-                    del self._last_seen[owner]
-        minutes = self.stale_after_s / 60
-        for job in stale:
-            log.info("stopping abandoned training job %s of %s", job.name, job.owner)
-            job.stop(f"stopped automatically: no open page followed it for {minutes:g} min")
-        return stale
-
-    def _reap_loop(self) -> None:
-        while not self._closed.wait(self.reap_every_s):
-            try:
-                self.reap()
-            except Exception:
-                log.exception("job reaper failed")
-
-    def _ensure_reaper(self) -> None:
-        if self.reap_every_s and self._reaper is None:
-            self._reaper = threading.Thread(target=self._reap_loop, name="job-reaper", daemon=True)
-            self._reaper.start()
-
-    def close(self) -> None:
-        """Stop the reaper and every active job (tests, shutdown)."""
-        self._closed.set()
-        for job in self.active_jobs():
-            job.stop("stopped: the app is shutting down")
-
-    # --- submitting ----------------------------------------------------------------------------
-    def _check_room(self, owner: str, count: int) -> None:
-        mine = [j for j in self._jobs if j.owner == owner]
-        if len(mine) + count > self.max_per_owner:
-            raise ConfigError(f"you have {len(mine)} trainings running or waiting and at most "
-                              f"{self.max_per_owner} are allowed; stop one or wait for it to finish")
-        running = sum(1 for j in self._jobs if j.status == RUNNING)
-        if not mine and running >= self.max_running:
-            raise ConfigError(f"the machine is busy: {running} trainings are already running and at most "
-                              f"{self.max_running} run at once here; try again when one has finished")
-
-    def submit(self, *jobs: TrainingJob) -> None:
-        """Start the jobs, or queue them behind the owner's running job; all or none.
-
-        Raises ConfigError (with a message for the user) when there is no room.
-        """
-        if not jobs:
-            return
-        owners = {j.owner for j in jobs}
-        if len(owners) != 1:
-            raise ConfigError("jobs submitted together must belong to one owner")
-        self.reap()
-        with self._lock:
-            self._check_room(jobs[0].owner, len(jobs))
-            for job in jobs:
-                if job.status != QUEUED:
-                    raise ConfigError(f"{job.name} is {job.status}; only new or resumable jobs can start")
-            self._last_seen[jobs[0].owner] = self.clock()
-            for job in jobs:
-                job.add_done_callback(self._job_done)
-                self._jobs.append(job)
-            self._schedule()
-        self._ensure_reaper()
-
-    def resume(self, job: TrainingJob, train: Optional[TrainConfig] = None) -> None:
-        """Continue a finished or stopped job's model folder (``train``: its new budget)."""
-        self.reap()
-        with self._lock:
-            self._check_room(job.owner, 1)
-            job.prepare_resume(train)
-            self._last_seen[job.owner] = self.clock()
-            if self._job_done not in job._done_callbacks:
-                job.add_done_callback(self._job_done)
-            self._jobs.append(job)
-            self._schedule()
-        self._ensure_reaper()
-
-    def _schedule(self) -> None:
-        """Start waiting jobs, oldest first, while there is room (the caller holds the lock)."""
-        busy = {j.owner for j in self._jobs if j.status == RUNNING}
-        running = sum(1 for j in self._jobs if j.status == RUNNING)
-        for job in self._jobs:
-            if running >= self.max_running:
-                break
-            if job.status == QUEUED and job.owner not in busy:
-                job.start()
-                if job.status == RUNNING:
-                    busy.add(job.owner)
-                    running += 1
-
-    def _job_done(self, job: TrainingJob) -> None:
-        with self._lock:
-            if job in self._jobs:
-                self._jobs.remove(job)
-            self._schedule()
-
-
-_registry: Optional[JobRegistry] = None
-_registry_lock = threading.Lock()
-
-
-def get_registry() -> JobRegistry:
-    """The process-wide registry (limits from TEXTGEN_MAX_JOBS and TEXTGEN_JOB_TIMEOUT_S)."""
-    global _registry
-    with _registry_lock:
-        if _registry is None:
-            try:
-                max_running = int(os.environ.get(MAX_RUNNING_ENV) or DEFAULT_MAX_RUNNING)
-                stale = float(os.environ.get(STALE_AFTER_ENV) or DEFAULT_STALE_AFTER_S)
-            except ValueError as exc:
-                raise ConfigError(f"{MAX_RUNNING_ENV} and {STALE_AFTER_ENV} must be numbers ({exc})") from exc
-            _registry = JobRegistry(max_running=max_running, stale_after_s=stale)
-        return _registry

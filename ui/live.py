@@ -6,7 +6,8 @@ from typing import Callable, Optional, Sequence
 
 import streamlit as st
 
-from textgen_core.jobs import FAILED, FINISHED, QUEUED, STOPPED, JobSnapshot, TrainingJob, get_registry
+from textgen_core.jobs import FAILED, FINISHED, QUEUED, STOPPED, JobSnapshot, TrainingJob
+from textgen_core.registry import get_registry
 
 from .charts import loss_figure
 from .state import fmt_seconds

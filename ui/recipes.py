@@ -11,7 +11,8 @@ import streamlit as st
 
 from textgen_core import TextgenError, api, recipes
 from textgen_core.errors import ConfigError
-from textgen_core.jobs import QUEUED, JobSnapshot, TrainingJob, get_registry, new_job
+from textgen_core.jobs import QUEUED, JobSnapshot, TrainingJob, new_job
+from textgen_core.registry import get_registry
 from textgen_core.recipes import Recipe
 
 from .charts import compare_figure, loss_figure

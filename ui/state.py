@@ -8,7 +8,8 @@ import streamlit as st
 import torch
 
 from textgen_core import Corpus
-from textgen_core.jobs import TrainingJob, get_registry
+from textgen_core.jobs import TrainingJob
+from textgen_core.registry import get_registry
 
 DEFAULTS = {
     "corpus": None,           # textgen_core.Corpus the user chose
