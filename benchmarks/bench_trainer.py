@@ -16,6 +16,7 @@ autocast). Without a GPU those rows are skipped with a line saying so.
 
     python benchmarks/bench_trainer.py             # full run (about 2 minutes on 2 cores)
     python benchmarks/bench_trainer.py --quick     # tiny model, a few steps, for the smoke test
+    python benchmarks/bench_trainer.py --gpu-only --only "gru 1024x1" --ablation   # where a gap comes from
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def load_ids(synthetic: bool = False) -> tuple[torch.Tensor, int]:
 
 
 def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-                per_step: bool) -> list[float]:
+                per_step: bool, grad_clip: float = 1.0) -> list[float]:
     """Seconds per step of Trainer.fit, from its progress events after ``warmup`` steps.
 
     ``per_step``: an event every step (on the CPU reading the loss costs nothing, the device is the
@@ -67,7 +68,7 @@ def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, step
     """
     config = TrainConfig(batch_size=case["batch"], seq_len=case["seq"], lr=3e-3, max_steps=steps,
                          eval_every=steps, log_every=1 if per_step else warmup, device=device.type, seed=0,
-                         precision=case.get("precision", "auto"))
+                         precision=case.get("precision", "auto"), grad_clip=grad_clip)
     stamps = {}
     trainer = Trainer(model, split, config, callbacks=(
         lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))
@@ -78,8 +79,9 @@ def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, step
 
 
 def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-             per_step: bool) -> list[float]:
-    """Seconds per step of the plainest loop that trains the same model the same way."""
+             per_step: bool, clip: bool = False) -> list[float]:
+    """Seconds per step of the plainest loop that trains the same model the same way (``clip``: with
+    torch's gradient clipping, as the Trainer clips)."""
     precision = "bf16" if device.type == "cuda" else "fp32"
     model = model.to(device).train()
     ids = split.train.to(device)
@@ -97,6 +99,8 @@ def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: 
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     sync(device)
     stamps.append(time.perf_counter())
@@ -106,8 +110,11 @@ def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: 
 
 
 def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, steps: int, warmup: int,
-            repeats: int) -> dict:
-    """Interleaved runs; tokens/s from the median step time of all timed steps of each side."""
+            repeats: int, ablation: bool = False) -> dict:
+    """Interleaved runs; tokens/s from the median step time of all timed steps of each side.
+
+    ``ablation`` adds two runs to the rotation, to find where a gap comes from: the Trainer without
+    gradient clipping, and the bare loop with it."""
     torch.manual_seed(0)
     config = ModelConfig.from_preset(case["arch"], "small", vocab, embedding=case["embedding"],
                                      hidden=case["hidden"], layers=case["layers"])
@@ -117,6 +124,11 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
     per_step = device.type == "cpu"
     runs = {"trainer": lambda: trainer_run(copy.deepcopy(initial), split, case, device, steps, warmup, per_step),
             "bare": lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup, per_step)}
+    if ablation:
+        runs["trainer_no_clip"] = lambda: trainer_run(copy.deepcopy(initial), split, case, device, steps, warmup,
+                                                      per_step, grad_clip=0.0)
+        runs["bare_with_clip"] = lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup,
+                                                  per_step, clip=True)
     for run in runs.values():  # warm-up: first-call costs (allocator, kernels, CUDA context) fall here
         run()
     values = interleave(runs, repeats)
@@ -134,6 +146,10 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
            # fastest step of each side: other processes' load only ever adds time
            "ratio_best": min(bare_steps) / min(trainer_steps),
            "run_ratios": [round(median(b) / median(t), 3) for t, b in zip(values["trainer"], values["bare"])]}
+    for name in [n for n in values if n not in ("trainer", "bare")]:   # bare / variant, as the main ratio
+        row[f"{name}_tok_s"] = tokens / median([t for run in values[name] for t in run])
+        row[f"{name}_ratio"] = geometric_mean([median(b) / median(v) for v, b in zip(values[name], values["bare"])])
+        print(f"    {name}: {row[f'{name}_tok_s']:,.0f} tok/s, bare / it {row[f'{name}_ratio']:.3f}", flush=True)
     print(f"  {device.type} {case['name']}: trainer {row['trainer_tok_s']:,.0f} tok/s, bare "
           f"{row['bare_tok_s']:,.0f} tok/s, ratio {row['ratio']:.3f} (fastest steps {row['ratio_best']:.3f}; "
           f"per run pair {row['run_ratios']})",
@@ -149,24 +165,27 @@ def main() -> None:
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows")
     parser.add_argument("--only", nargs="*", help="configurations by name, e.g. 'gru 2x256'")
+    parser.add_argument("--ablation", action="store_true", help="also time the Trainer without clipping and "
+                        "the bare loop with it (where does a gap come from?)")
     args = parser.parse_args()
     info = machine()
     print(describe(info))
     ids, vocab = load_ids(synthetic=args.quick)
     rows = []
     if args.quick:
-        rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1))
+        rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1,
+                            ablation=args.ablation))
     elif not args.gpu_only:
         timed = args.steps or 8
         for case in [c for c in CPU_CASES if not args.only or c["name"] in args.only]:
             rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
-                                repeats=args.repeats or 6))
+                                repeats=args.repeats or 6, ablation=args.ablation))
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         timed = args.steps or (5 if args.quick else 200)
         for case in ([QUICK_CASE] if args.quick else [c for c in GPU_CASES if not args.only or c["name"] in args.only]):
             rows.append(measure(case, torch.device("cuda"), ids, vocab, steps=timed + 10, warmup=10,
-                                repeats=args.repeats or (1 if args.quick else 6)))
+                                repeats=args.repeats or (1 if args.quick else 6), ablation=args.ablation))
     else:
         print("GPU rows (gru 1024x1 B64 T100, lstm 512x2 B512 T256): not measured (no CUDA GPU in this session)"
               if not torch.cuda.is_available() else "GPU rows: skipped (--cpu-only)")

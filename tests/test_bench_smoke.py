@@ -29,11 +29,12 @@ def run_quick(script: str, *args: str, capsys) -> dict:
 
 
 def test_trainer_overhead(capsys):
-    result = run_quick("bench_trainer.py", capsys=capsys)
+    result = run_quick("bench_trainer.py", "--ablation", capsys=capsys)
     assert result["benchmark"] == "trainer_overhead"
     row = result["rows"][0]
     assert {"config", "batch", "seq_len", "trainer_tok_s", "bare_tok_s", "ratio"} <= set(row)
     assert row["trainer_tok_s"] > 0 and row["bare_tok_s"] > 0
+    assert row["trainer_no_clip_tok_s"] > 0 and row["bare_with_clip_tok_s"] > 0   # --ablation's two extra runs
 
 
 def test_sampling(capsys):
