@@ -84,7 +84,7 @@ with right:
     seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed", persist_state="session")
 
 
-def settings() -> RunSettings:
+def settings(check_memory_for_new_model: bool = True) -> RunSettings:
     field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
     train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), weight_decay=float(weight_decay),
                         eval_every=int(eval_every),
@@ -96,7 +96,8 @@ def settings() -> RunSettings:
     config = ModelConfig.from_preset(arch, preset, vocab_estimate(), embedding=embedding, hidden=hidden,
                                      layers=layers, dropout=float(dropout))  # bad sizes: refused now
     train.validated()
-    check_memory(config, train.batch_size, train.seq_len, device)
+    if check_memory_for_new_model:  # a resume is checked by the engine, with the saved model's sizes
+        check_memory(config, train.batch_size, train.seq_len, device)
     return run
 
 
@@ -123,7 +124,7 @@ try:
         job.stop()
         st.rerun()
     if resume and job is not None:
-        get_registry().resume(job, settings().train)
+        get_registry().resume(job, settings(check_memory_for_new_model=False).train)
         st.rerun()
 except TextgenError as exc:
     st.error(str(exc), icon=":material/block:")
