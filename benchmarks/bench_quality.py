@@ -167,6 +167,11 @@ def run_candidates(names: list[str], seconds: float, quick: bool, repeats: int,
     return sorted(rows, key=lambda r: r["best_val_loss"])
 
 
+def seconds_to_target(curve: list[dict]) -> float | None:
+    """When the validation loss first reached GPU_TARGET (None: never)."""
+    return next((p["seconds"] for p in curve if p["val_loss"] <= GPU_TARGET), None)
+
+
 def run_gpu_candidates(names: list[str], seconds: float, quick: bool) -> list[dict]:
     """Each candidate trains on the GPU for ``seconds`` of wall-clock time (evaluations included),
     one after another in this process; ranked by the best validation loss."""
@@ -178,7 +183,7 @@ def run_gpu_candidates(names: list[str], seconds: float, quick: bool) -> list[di
         split, vocab = load_split(quick, settings["seq_len"])
         budget = dict(max_steps=4, eval_every=2) if quick else dict(max_minutes=seconds / 60, eval_every=100)
         result = train_curve({k: v for k, v in settings.items() if v is not None}, split, vocab, "cuda", **budget)
-        reached = next((p["seconds"] for p in result["curve"] if p["val_loss"] <= GPU_TARGET), None)
+        reached = seconds_to_target(result["curve"])
         rows.append({"name": name, "settings": settings, "seconds_to_1_40": reached,
                      "train_tok_s": result["steps"] * result["tokens_per_step"] / result["seconds"], **result})
         print(f"  {name}: best val {result['best_val_loss']:.4f} nats/char, {result['steps']} steps in "
@@ -194,7 +199,7 @@ def run_defaults(device: str, seconds: float, quick: bool) -> dict:
     split, vocab = load_split(quick, settings["seq_len"])
     budget = dict(max_steps=4) if quick else dict(max_minutes=seconds / 60)
     result = train_curve(settings, split, vocab, device, **budget)
-    reached = next((p["seconds"] for p in result["curve"] if p["val_loss"] <= GPU_TARGET), None)
+    reached = seconds_to_target(result["curve"])
     return {"device": device, "settings": settings, "budget_s": seconds, "seconds_to_1_40": reached, **result}
 
 

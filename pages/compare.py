@@ -67,7 +67,7 @@ def make_jobs() -> list:
         settings = RunSettings(tokenizer=tok, vocab_size=tok_vocab, arch=arch, preset=preset,
                                val_fraction=val_fraction, train=train)
         # refused here, before any job starts, rather than as one failed column
-        check_memory(settings.model_config(tok_vocab or corpus.stats.distinct_chars + 1), train.batch_size,
+        check_memory(settings.model_config(state.vocab_estimate(corpus, tok_vocab)), train.batch_size,
                      train.seq_len, train.device)
         jobs.append(new_job(corpus, settings, owner=ss.owner, name=name))
     return jobs

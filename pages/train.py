@@ -93,17 +93,12 @@ def settings(check_memory_for_new_model: bool = True) -> RunSettings:
                         seed=int(seed), **{field: int(budget) if budget_kind == "steps" else float(budget)})
     run = RunSettings(tokenizer=kind, vocab_size=vocab, arch=arch, preset=preset, embedding=embedding,
                       hidden=hidden, layers=layers, dropout=float(dropout), val_fraction=val_fraction, train=train)
-    config = ModelConfig.from_preset(arch, preset, vocab_estimate(), embedding=embedding, hidden=hidden,
+    config = ModelConfig.from_preset(arch, preset, state.vocab_estimate(corpus, vocab), embedding=embedding, hidden=hidden,
                                      layers=layers, dropout=float(dropout))  # bad sizes: refused now
     train.validated()
     if check_memory_for_new_model:  # a resume is checked by the engine, with the saved model's sizes
         check_memory(config, train.batch_size, train.seq_len, device)
     return run
-
-
-def vocab_estimate() -> int:
-    """The vocabulary size the tokenizer will have, near enough to judge the model's size."""
-    return vocab or (corpus.stats.distinct_chars + 1 if corpus is not None else 2)
 
 
 job = ss.train_job

@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 import torch
 
 from .models import LanguageModel
-from .sampling import has_hooks, next_token_probs
+from .sampling import next_token_probs, plain_rnn_in_eval
 
 CHUNK_STEPS = 32              # tokens per replay (fewer when a chunk's noise would be large)
 NOISE_BUDGET = 1 << 22        # floats of noise per chunk (16 MB): chunk * batch * vocab at most this
@@ -138,10 +138,7 @@ _SAMPLERS_LOCK = threading.Lock()
 
 def supports_chunks(model: LanguageModel) -> bool:
     """A plain GRU/LSTM model in eval mode on a GPU with no hooks: its steps can be recorded."""
-    from .models.rnn import RNNLanguageModel
-
-    return (type(model) is RNNLanguageModel and not model.training and model.device.type == "cuda"
-            and not has_hooks(model))
+    return plain_rnn_in_eval(model, "cuda")
 
 
 def acquire(model: LanguageModel, batch: int, greedy: bool, top_k: Optional[int], use_top_p: bool,

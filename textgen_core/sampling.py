@@ -111,13 +111,22 @@ def _cpu_rnn_fast_path(model: LanguageModel, batch: int = 1) -> contextlib.Abstr
 SINGLE_THREAD_MAX_BATCH = 4
 
 
-def has_hooks(model: torch.nn.Module) -> bool:
+def _has_hooks(model: torch.nn.Module) -> bool:
     from torch.nn.modules import module as module_globals
 
     if getattr(module_globals, "_global_forward_hooks", None) or \
             getattr(module_globals, "_global_forward_pre_hooks", None):
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def plain_rnn_in_eval(model: LanguageModel, device_type: str) -> bool:
+    """A GRU/LSTM language model of the project's own class, in eval mode on ``device_type``, with no
+    hooks: its steps may run outside ``nn.Module.__call__`` (a kernel-call step, a recorded graph)."""
+    from .models.rnn import RNNLanguageModel
+
+    return (type(model) is RNNLanguageModel and not model.training and model.device.type == device_type
+            and not _has_hooks(model))
 
 
 def _rnn_step(model: LanguageModel):
@@ -129,9 +138,7 @@ def _rnn_step(model: LanguageModel):
     bit for bit the module's (a test checks it). None when anything differs from that exact shape
     (another class, training mode, hooks that would otherwise fire, a non-CPU device).
     """
-    from .models.rnn import RNNLanguageModel
-
-    if type(model) is not RNNLanguageModel or model.training or model.device.type != "cpu" or has_hooks(model):
+    if not plain_rnn_in_eval(model, "cpu"):
         return None
     embed, rnn, head = model.embed, model.rnn, model.head
     if type(embed) is not torch.nn.Embedding or type(head) is not torch.nn.Linear or \

@@ -69,6 +69,12 @@ def tokenizer_settings() -> tuple[str, Optional[int], float]:
     return kind, (int(vocab) if vocab else None), float(state.get("val_fraction", 0.1))
 
 
+def vocab_estimate(corpus: Optional[Corpus], vocab: Optional[int]) -> int:
+    """The vocabulary size a tokenizer will have (its cap, or a char vocabulary), near enough to judge
+    a model's size before the tokenizer is fitted."""
+    return vocab or (corpus.stats.distinct_chars + 1 if corpus is not None else 2)
+
+
 def device_options() -> list[str]:
     return ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
 
