@@ -2,11 +2,14 @@
 resumes (with the sizes of the model being resumed) all refuse a run that cannot fit."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from textgen_core import ConfigError, memory
 from textgen_core.cli import main
-from textgen_core.models import ModelConfig
+from textgen_core.models import ARCHITECTURES, PRESETS, ModelConfig, build_model
 
 TRAIN = ["--model", "gru", "--preset", "tiny", "--max-steps", "10", "--eval-every", "10",
          "--seq-len", "32", "--batch-size", "8", "--device", "cpu"]
@@ -22,6 +25,23 @@ def test_the_need_counts_weights_optimizer_and_activations():
     parameters, bytes_needed = memory.training_memory_bytes(config, 32, 64)
     assert parameters == 881_744                     # built on the meta device: nothing allocated
     assert bytes_needed == 16 * parameters + 4 * 32 * 64 * (2 * 80 + 256 * 2)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_meta_count_equals_a_built_model(arch, preset):
+    config = ModelConfig.from_preset(arch, preset, 97)
+    assert memory.count_parameters(config) == build_model(config).num_parameters()
+
+
+def test_the_check_does_not_import_the_compiler():
+    """Weight initialisation on the meta device would import torch._dynamo (about 1.5 s a process)."""
+    code = ("import sys; from textgen_core import memory; from textgen_core.models import ModelConfig; "
+            "memory.training_memory_bytes(ModelConfig.from_preset('lstm', 'small', 80), 8, 32); "
+            "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_check_refuses_with_what_to_change(monkeypatch):

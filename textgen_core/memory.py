@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .errors import ConfigError
 from .models import ModelConfig, build_model
@@ -24,12 +25,32 @@ def free_memory_bytes(device: str) -> Optional[int]:
     return None
 
 
+class _NoRandomFill(TorchFunctionMode):
+    """Inside ``torch.device("meta")``: skip the random fills of weight initialisation.
+
+    A meta tensor has no values to fill, but its first random fill runs a Python reference that
+    imports torch._dynamo and sympy: about 1.5 s, paid at every CLI run and at the app's first Start.
+    Both the ``torch.nn.init`` functions (what layers call) and the tensor methods are skipped.
+    """
+    RANDOM_FILLS = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_,
+                    torch.Tensor.bernoulli_, torch.Tensor.exponential_}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.RANDOM_FILLS or getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **(kwargs or {}))
+
+
+def count_parameters(config: ModelConfig) -> int:
+    """Parameters of the model ``config`` describes, built on the meta device: nothing allocated."""
+    with torch.device("meta"), _NoRandomFill():
+        return build_model(config).num_parameters()
+
+
 def training_memory_bytes(config: ModelConfig, batch: int, seq_len: int) -> tuple[int, int]:
     """(parameters, a lower bound of the bytes one training step needs): fp32 weights, gradients
-    and two AdamW moments, plus the logits and one activation per layer for every token of a batch.
-    The model is built on the meta device, so nothing is allocated."""
-    with torch.device("meta"):
-        parameters = build_model(config).num_parameters()
+    and two AdamW moments, plus the logits and one activation per layer for every token of a batch."""
+    parameters = count_parameters(config)
     activations = 4 * batch * seq_len * (2 * config.vocab_size + config.hidden * config.layers)
     return parameters, 16 * parameters + activations
 
