@@ -2,8 +2,9 @@
 
 Both sides use the same model (same initial weights), batch, sequence length, precision and AdamW
 settings; the bare loop has no schedule, no clipping, no logging and never reads the loss.
-The trainer is timed between two of its own progress events (so its log syncs, learning-rate
-schedule, clipping and batch sampling count; the validation pass at the end does not).
+The trainer is timed from the start of its step ``warmup`` to the end of its last step (so its loss
+reads, learning-rate schedule, clipping and batch sampling count; the validation pass at the end
+does not).
 Runs alternate (trainer, bare | bare, trainer | ...). On the CPU every step is timed and a run's speed
 is its median step, which a shared machine's bursts of load do not move much (tokens/s: the median
 step of all runs of a side); on a GPU each run is timed as a whole after its warm-up steps. The
@@ -60,34 +61,48 @@ def load_ids(synthetic: bool = False) -> tuple[torch.Tensor, int]:
 
 def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
                 per_step: bool, grad_clip: float = 1.0) -> list[float]:
-    """Seconds per step of Trainer.fit, from its progress events after ``warmup`` steps.
+    """Seconds per step of Trainer.fit after ``warmup`` steps, stamped where each step starts.
 
-    ``per_step``: an event every step (on the CPU reading the loss costs nothing, the device is the
-    host), so the median step is robust to bursts of load from other processes; otherwise one
-    window from step ``warmup`` to the end (the GPU way: one sync per ``warmup`` steps).
+    ``per_step`` (the CPU): a stamp at every step and a progress report every step (on the CPU
+    reading the loss costs nothing), so the median step is robust to bursts of load from other
+    processes. Otherwise (a GPU): one window from step ``warmup`` to the end, with a sync at both
+    ends only, as in the bare loop; the Trainer's own loss reads happen in between, as they would.
     """
     config = TrainConfig(batch_size=case["batch"], seq_len=case["seq"], lr=3e-3, max_steps=steps,
-                         eval_every=steps, log_every=1 if per_step else warmup, device=device.type, seed=0,
+                         eval_every=steps, log_every=1 if per_step else 10, device=device.type, seed=0,
                          precision=case.get("precision", "auto"), grad_clip=grad_clip)
-    stamps = {}
-    trainer = Trainer(model, split, config, callbacks=(
-        lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))
+    trainer = Trainer(model, split, config)
+    stamps, train_step = [], trainer._train_step
+
+    def stamped_step() -> torch.Tensor:   # the Trainer's step, with a clock around it
+        if trainer.step >= warmup and (per_step or trainer.step == warmup):
+            sync(device)
+            stamps.append(time.perf_counter())
+        loss = train_step()
+        if trainer.step == steps - 1:
+            sync(device)
+            stamps.append(time.perf_counter())
+        return loss
+
+    trainer._train_step = stamped_step
     trainer.fit()
     if per_step:
-        return [stamps[i + 1] - stamps[i] for i in range(warmup, steps)]
-    return [(stamps[steps] - stamps[warmup]) / (steps - warmup)]
+        return [b - a for a, b in zip(stamps, stamps[1:])]
+    return [(stamps[-1] - stamps[0]) / (steps - warmup)]
 
 
 def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-             per_step: bool, clip: bool = False) -> list[float]:
+             per_step: bool, clip: bool = False, read_every: int = 0) -> list[float]:
     """Seconds per step of the plainest loop that trains the same model the same way (``clip``: with
-    torch's gradient clipping, as the Trainer clips)."""
+    torch's gradient clipping, as the Trainer clips; ``read_every``: with ``.item()`` on the summed
+    loss every that many steps, a host sync each time)."""
     precision = "bf16" if device.type == "cuda" else "fp32"
     model = model.to(device).train()
     ids = split.train.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.99), weight_decay=0.01,
                                   fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(0)
+    loss_sum = torch.zeros((), device=device)
     stamps = []
     for step in range(steps):
         if step >= warmup and (per_step or step == warmup):
@@ -102,6 +117,10 @@ def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: 
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if read_every:
+            loss_sum += loss.detach()
+            if (step + 1) % read_every == 0:
+                loss_sum.item()
     sync(device)
     stamps.append(time.perf_counter())
     if per_step:
@@ -113,8 +132,9 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
             repeats: int, ablation: bool = False) -> dict:
     """Interleaved runs; tokens/s from the median step time of all timed steps of each side.
 
-    ``ablation`` adds two runs to the rotation, to find where a gap comes from: the Trainer without
-    gradient clipping, and the bare loop with it."""
+    ``ablation`` adds three runs to the rotation, to find where a gap comes from: the Trainer without
+    gradient clipping, the bare loop with it, and the bare loop with a loss read (a sync) every 10
+    steps."""
     torch.manual_seed(0)
     config = ModelConfig.from_preset(case["arch"], "small", vocab, embedding=case["embedding"],
                                      hidden=case["hidden"], layers=case["layers"])
@@ -129,6 +149,8 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
                                                       per_step, grad_clip=0.0)
         runs["bare_with_clip"] = lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup,
                                                   per_step, clip=True)
+        runs["bare_with_syncs"] = lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup,
+                                                   per_step, read_every=10)
     for run in runs.values():  # warm-up: first-call costs (allocator, kernels, CUDA context) fall here
         run()
     values = interleave(runs, repeats)
@@ -165,8 +187,8 @@ def main() -> None:
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows")
     parser.add_argument("--only", nargs="*", help="configurations by name, e.g. 'gru 2x256'")
-    parser.add_argument("--ablation", action="store_true", help="also time the Trainer without clipping and "
-                        "the bare loop with it (where does a gap come from?)")
+    parser.add_argument("--ablation", action="store_true", help="also time the Trainer without clipping, and "
+                        "the bare loop with clipping or with a loss read every 10 steps (where does a gap come from?)")
     args = parser.parse_args()
     info = machine()
     print(describe(info))

@@ -35,6 +35,9 @@ def test_trains_on_the_gpu_in_bf16(small_text, arch):
     assert history.end.reason == "max_steps" and len(losses) == 3
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < math.log(trainer.model.config.vocab_size) - 1.5   # it learns the repeated text
+    reports = [p for p in history.points if p["kind"] == "train"]   # losses read back without .item() stalls
+    assert [p["step"] for p in reports] == [10, 20, 30, 40, 50, 60]
+    assert all(0 < p["train_loss"] < math.log(trainer.model.config.vocab_size) + 1 for p in reports)
     assert next(trainer.model.parameters()).is_cuda
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from textgen_core import ConfigError, ModelConfig, TrainConfig, Trainer, build_model
+from textgen_core import ConfigError, ModelConfig, TrainConfig, Trainer, build_model, training
 from textgen_core.data import TokenSplit, split_ids, to_id_tensor
 from textgen_core.tokenizers import CharTokenizer
 
@@ -75,6 +75,39 @@ def test_stop_event_ends_cleanly_between_steps(small_text):
     history = trainer.fit(stop)
     assert history.end.reason == "stopped" and history.end.step == 15
     assert history.evals[-1]["step"] == 15  # a final evaluation, so the best weights are known
+
+
+def test_losses_read_late_give_the_same_run(small_text, monkeypatch):
+    """On a GPU a window's loss is read once it has reached the host, while training goes on.
+    Windows that never say they have landed (as on a busy GPU) are read one window late, and before
+    every evaluation: the same events, values and order as reading each at once."""
+    tokenizer, split = char_split(small_text)
+    at_once = []
+    make_trainer(split, tokenizer.vocab_size, at_once, max_steps=33).fit()
+    monkeypatch.setattr(training.ClosedWindow, "ready", lambda self: False)
+    late, seen_at = [], {}
+    trainer = make_trainer(split, tokenizer.vocab_size, late, max_steps=33)
+    trainer.callbacks.append(lambda e: seen_at.setdefault((e.kind, e.step), trainer.step))
+    trainer.fit()
+
+    def strip(events):
+        return [{k: v for k, v in vars(e).items() if k not in ("elapsed", "tokens_per_s")} for e in events]
+    assert strip(late) == strip(at_once)
+    assert [e.step for e in late if e.kind == "train"] == [5, 10, 15, 20, 25, 30]
+    # 5 is read when 10 closes (10 itself at once: an evaluation follows); 25 when 30 closes
+    assert seen_at[("train", 5)] == 10 and seen_at[("train", 15)] == 20 and seen_at[("train", 25)] == 30
+    assert seen_at[("train", 10)] == 10 and seen_at[("eval", 30)] == 30
+
+
+def test_a_diverged_window_read_late_still_stops_the_run(small_text, monkeypatch):
+    monkeypatch.setattr(training.ClosedWindow, "ready", lambda self: False)
+    tokenizer, split = char_split(small_text)
+    trainer = make_trainer(split, tokenizer.vocab_size, max_steps=100)
+    trainer.callbacks.append(lambda e: torch.nn.init.constant_(next(trainer.model.parameters()), math.nan)
+                             if e.kind == "eval" and e.step == 10 else None)
+    history = trainer.fit()
+    assert history.end.reason == "diverged" and history.end.best_step == 10
+    assert history.end.step == 20    # the window 11-15 was read when 16-20 closed
 
 
 def test_early_stopping_when_validation_turns_up():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
@@ -143,6 +144,37 @@ class History:
         return [p for p in self.points if p["kind"] == "eval"]
 
 
+@dataclass
+class ClosedWindow:
+    """The summed loss of a window of training steps, on its way to the host with its progress report.
+
+    On a GPU the sum is copied into pinned memory without waiting, and an event marks when it has
+    landed: the loop reads it later instead of stalling the GPU's queue of work with ``.item()``.
+    """
+    progress: TrainProgress                 # the report, its train_loss filled in when read
+    steps: int                              # training steps in the window
+    loss_sum: torch.Tensor                  # () on the host
+    landed: Optional["torch.cuda.Event"]    # recorded after the copy; None: already on the host
+
+    @classmethod
+    def close(cls, loss_sum: torch.Tensor, steps: int, progress: TrainProgress) -> "ClosedWindow":
+        if loss_sum.device.type != "cuda":
+            return cls(progress, steps, loss_sum.clone(), None)
+        host = torch.empty((), dtype=loss_sum.dtype, pin_memory=True)
+        host.copy_(loss_sum, non_blocking=True)
+        landed = torch.cuda.Event()
+        landed.record()
+        return cls(progress, steps, host, landed)
+
+    def ready(self) -> bool:
+        return self.landed is None or self.landed.query()
+
+    def mean_loss(self) -> float:
+        if self.landed is not None:
+            self.landed.synchronize()
+        return self.loss_sum.item() / self.steps
+
+
 class Trainer:
     def __init__(self, model: LanguageModel, split: TokenSplit, config: TrainConfig,
                  chars_per_token: float = 1.0, callbacks: tuple[Callable[[Event], None], ...] = (),
@@ -169,6 +201,7 @@ class Trainer:
         self.best_step: Optional[int] = None
         self.best_state: Optional[dict[str, torch.Tensor]] = None
         self.evals_since_best = 0
+        self._since_eval_loss, self._since_eval_steps = 0.0, 0   # training loss read since the last evaluation
         # A loss this far above uniform guessing (ln V) means the weights blew up, even if finite.
         self.divergence_limit = 2 * math.log(model.config.vocab_size) + 1
         self.diverged_loss = math.nan
@@ -232,8 +265,8 @@ class Trainer:
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
-        since_log = since_eval_loss = 0.0
-        since_eval_count = 0
+        self._since_eval_loss, self._since_eval_steps = 0.0, 0
+        pending: deque[ClosedWindow] = deque()    # closed log windows whose losses are not read yet
         window_start, window_steps, lr, tokens_per_s = time.perf_counter(), 0, cfg.lr, math.nan
         last_eval_step = self.step if self.history.evals else -1
         reason = None
@@ -257,29 +290,47 @@ class Trainer:
             window_steps += 1
             if self.step % cfg.log_every and self.step % cfg.eval_every:
                 continue
-            # Reading the loss syncs with the device: only here, every log_every steps.
-            mean_loss = loss_sum.item() / window_steps
             tokens_per_s = window_steps * self.tokens_per_step / (time.perf_counter() - window_start)
-            loss_sum.zero_()
-            since_eval_loss += mean_loss * window_steps
-            since_eval_count += window_steps
+            pending.append(ClosedWindow.close(loss_sum, window_steps, TrainProgress(
+                self.step, self._epoch(), math.nan, lr, tokens_per_s, elapsed(), self._progress(elapsed()))))
+            loss_sum.zero_()     # after the copy on the device's stream: the copy sees this window's sum
             window_steps = 0
-            if not math.isfinite(mean_loss) or mean_loss > self.divergence_limit:
-                self.diverged_loss = mean_loss
-                reason = "diverged"
-                break
-            self._emit(TrainProgress(self.step, self._epoch(), mean_loss, lr, tokens_per_s, elapsed(),
-                                     self._progress(elapsed())))
-            if self.step % cfg.eval_every == 0:
-                reason = self._evaluate(since_eval_loss / since_eval_count, lr, tokens_per_s,
+            at_eval = self.step % cfg.eval_every == 0
+            reason = self._report_windows(pending, wait_all=at_eval)
+            if reason is None and at_eval:
+                reason = self._evaluate(self._since_eval_loss / self._since_eval_steps, lr, tokens_per_s,
                                         elapsed(), self._progress(elapsed()))
                 last_eval_step = self.step
-                since_eval_loss, since_eval_count = 0.0, 0
+                self._since_eval_loss, self._since_eval_steps = 0.0, 0
             window_start = time.perf_counter()
+        if reason != "diverged":
+            reason = self._report_windows(pending, wait_all=True) or reason
         if reason not in ("diverged", "out_of_memory") and last_eval_step != self.step and self.step > 0:
-            train_loss = since_eval_loss / since_eval_count if since_eval_count else math.nan
+            steps = self._since_eval_steps
+            train_loss = self._since_eval_loss / steps if steps else math.nan
             self._evaluate(train_loss, lr, tokens_per_s, elapsed(), self._progress(elapsed()))
         return self._finish(reason, elapsed())
+
+    def _report_windows(self, pending: "deque[ClosedWindow]", wait_all: bool) -> Optional[str]:
+        """Emit the progress of closed windows whose losses have reached the host, oldest first.
+
+        On a GPU the newest window is left to arrive while training goes on, unless ``wait_all``
+        (before an evaluation and at the end); waiting for an older one only waits until the GPU
+        has done that window's steps, so the queue of work already sent to it is never drained.
+        Returns "diverged" when a window's mean loss shows the weights blew up.
+        """
+        while pending and (wait_all or len(pending) > 1 or pending[0].ready()):
+            window = pending.popleft()
+            mean_loss = window.mean_loss()
+            if not math.isfinite(mean_loss) or mean_loss > self.divergence_limit:
+                self.diverged_loss = mean_loss
+                pending.clear()
+                return "diverged"
+            self._since_eval_loss += mean_loss * window.steps
+            self._since_eval_steps += window.steps
+            window.progress.train_loss = mean_loss
+            self._emit(window.progress)
+        return None
 
     def _train_step(self) -> torch.Tensor:
         cfg = self.config
