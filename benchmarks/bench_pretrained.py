@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 from common import ROOT, describe, emit, machine, table
 

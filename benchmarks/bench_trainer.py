@@ -2,20 +2,23 @@
 
 Both sides use the same model (same initial weights), batch, sequence length, precision and AdamW
 settings; the bare loop has no schedule, no clipping, no logging and never reads the loss.
-The trainer is timed from the start of its step ``warmup`` to the end of its last step (so its loss
-reads, learning-rate schedule, clipping and batch sampling count; the validation pass at the end
-does not).
-Runs alternate (trainer, bare | bare, trainer | ...). On the CPU every step is timed and a run's speed
-is its median step, which a shared machine's bursts of load do not move much (tokens/s: the median
-step of all runs of a side); on a GPU each run is timed as a whole after its warm-up steps. The
-ratio is the geometric mean of the pairs' ratios (which cancels a run's position in its pair); the
-ratio of the fastest steps of each side is printed too (other processes' load only adds time).
+
+On the CPU the two run in lockstep: after each Trainer step comes one bare step, so every step of
+either side meets the same machine load (a shared 2-core machine's bursts last seconds, and runs
+that alternate as wholes met different bursts: pair ratios spread from 0.77 to 1.34). The Trainer's
+step is timed from the end of the previous bare step, so its loop, schedule, progress report (one
+every step here) and clipping count. A run's speed is its median step.
+On a GPU the runs alternate as wholes (trainer, bare | bare, trainer | ...), each timed from the
+start of its step ``warmup`` to the end of its last step with a device sync at both ends only, so
+the Trainer's loss reads and everything it does between steps count; the validation pass at the
+end does not. The ratio is the geometric mean of the pairs' ratios; the ratio of the fastest steps
+of each side is printed too (other processes' load only adds time).
 
 Configurations: GRU and LSTM 2x256, batch 64 x 128, fp32 on the CPU; on a CUDA GPU (named in the
 output) GRU 1024x1 batch 64 x 100 and LSTM 512x2 batch 512 x 256 in the trainer's GPU precision (bf16
 autocast). Without a GPU those rows are skipped with a line saying so.
 
-    python benchmarks/bench_trainer.py             # full run (about 2 minutes on 2 cores)
+    python benchmarks/bench_trainer.py             # full run (about 4 minutes on 2 cores)
     python benchmarks/bench_trainer.py --quick     # tiny model, a few steps, for the smoke test
     python benchmarks/bench_trainer.py --gpu-only --only "gru 1024x1" --ablation   # where a gap comes from
 """
@@ -25,6 +28,7 @@ import argparse
 import copy
 import time
 from statistics import geometric_mean
+from typing import Callable
 
 from common import describe, emit, find_corpus, interleave, machine, median, sync, table
 
@@ -60,22 +64,15 @@ def load_ids(synthetic: bool = False) -> tuple[torch.Tensor, int]:
 
 
 def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-                per_step: bool, grad_clip: float = 1.0) -> list[float]:
-    """Seconds per step of Trainer.fit after ``warmup`` steps, stamped where each step starts.
-
-    ``per_step`` (the CPU): a stamp at every step and a progress report every step (on the CPU
-    reading the loss costs nothing), so the median step is robust to bursts of load from other
-    processes. Otherwise (a GPU): one window from step ``warmup`` to the end, with a sync at both
-    ends only, as in the bare loop; the Trainer's own loss reads happen in between, as they would.
-    """
-    config = TrainConfig(batch_size=case["batch"], seq_len=case["seq"], lr=3e-3, max_steps=steps,
-                         eval_every=steps, log_every=1 if per_step else 10, device=device.type, seed=0,
-                         precision=case.get("precision", "auto"), grad_clip=grad_clip)
-    trainer = Trainer(model, split, config)
+                grad_clip: float = 1.0) -> list[float]:
+    """Seconds per step of Trainer.fit from the start of its step ``warmup`` to the end of its last
+    step, with a device sync at both ends only, as in the bare loop (the GPU way): its own loss reads
+    happen in between, as they would."""
+    trainer = Trainer(model, split, trainer_config(case, device, steps, grad_clip, log_every=10))
     stamps, train_step = [], trainer._train_step
 
     def stamped_step() -> torch.Tensor:   # the Trainer's step, with a clock around it
-        if trainer.step >= warmup and (per_step or trainer.step == warmup):
+        if trainer.step == warmup:
             sync(device)
             stamps.append(time.perf_counter())
         loss = train_step()
@@ -86,16 +83,20 @@ def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, step
 
     trainer._train_step = stamped_step
     trainer.fit()
-    if per_step:
-        return [b - a for a, b in zip(stamps, stamps[1:])]
     return [(stamps[-1] - stamps[0]) / (steps - warmup)]
 
 
-def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-             per_step: bool, clip: bool = False, read_every: int = 0) -> list[float]:
-    """Seconds per step of the plainest loop that trains the same model the same way (``clip``: with
-    torch's gradient clipping, as the Trainer clips; ``read_every``: with ``.item()`` on the summed
-    loss every that many steps, a host sync each time)."""
+def trainer_config(case: dict, device: torch.device, steps: int, grad_clip: float, log_every: int) -> TrainConfig:
+    return TrainConfig(batch_size=case["batch"], seq_len=case["seq"], lr=3e-3, max_steps=steps,
+                       eval_every=steps, log_every=log_every, device=device.type, seed=0,
+                       precision=case.get("precision", "auto"), grad_clip=grad_clip)
+
+
+def bare_stepper(model, split: TokenSplit, case: dict, device: torch.device, clip: bool = False,
+                 read_every: int = 0) -> Callable[[], None]:
+    """One step per call of the plainest loop that trains the same model the same way (``clip``:
+    with torch's gradient clipping, as the Trainer clips; ``read_every``: with ``.item()`` on the
+    summed loss every that many steps, a host sync each time)."""
     precision = "bf16" if device.type == "cuda" else "fp32"
     model = model.to(device).train()
     ids = split.train.to(device)
@@ -103,11 +104,10 @@ def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: 
                                   fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(0)
     loss_sum = torch.zeros((), device=device)
-    stamps = []
-    for step in range(steps):
-        if step >= warmup and (per_step or step == warmup):
-            sync(device)
-            stamps.append(time.perf_counter())
+    done = 0
+
+    def step() -> None:
+        nonlocal done
         inputs, targets = random_windows(ids, case["batch"], case["seq"], generator)
         with autocast_for(device, precision):
             logits, _ = model(inputs)
@@ -117,60 +117,122 @@ def bare_run(model, split: TokenSplit, case: dict, device: torch.device, steps: 
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        done += 1
         if read_every:
-            loss_sum += loss.detach()
-            if (step + 1) % read_every == 0:
+            loss_sum.add_(loss.detach())
+            if done % read_every == 0:
                 loss_sum.item()
+
+    return step
+
+
+def bare_run(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> list[float]:
+    """Seconds per step of ``steps`` calls of a bare ``step``, timed after ``warmup`` of them."""
+    for _ in range(warmup):
+        step()
     sync(device)
-    stamps.append(time.perf_counter())
-    if per_step:
-        return [b - a for a, b in zip(stamps, stamps[1:])]
-    return [(stamps[-1] - stamps[0]) / (steps - warmup)]
+    start = time.perf_counter()
+    for _ in range(steps - warmup):
+        step()
+    sync(device)
+    return [(time.perf_counter() - start) / (steps - warmup)]
+
+
+def lockstep_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
+                 others: dict[str, Callable[[], None]], grad_clip: float = 1.0) -> dict[str, list[float]]:
+    """The CPU way: Trainer.fit with one step of every bare loop in ``others`` after each of its own
+    steps, so that every step of either side meets the same machine load. Seconds per step after
+    ``warmup``: the Trainer's step counts from the end of the previous bare steps (so its loop,
+    schedule, reports and clipping count); each bare step is timed alone. The host is the device:
+    no syncs are needed to separate the steps."""
+    # a report (a loss read and an event) at every step: the Trainer's costliest logging
+    trainer = Trainer(model, split, trainer_config(case, device, steps, grad_clip, log_every=1))
+    times: dict[str, list[float]] = {"trainer": [], **{name: [] for name in others}}
+    train_step, last = trainer._train_step, [0.0]
+
+    def step_then_others() -> torch.Tensor:
+        loss = train_step()
+        now = time.perf_counter()
+        timed = trainer.step >= warmup
+        if timed:
+            times["trainer"].append(now - last[0])
+        for name, other in others.items():
+            start = time.perf_counter()
+            other()
+            if timed:
+                times[name].append(time.perf_counter() - start)
+        last[0] = time.perf_counter()
+        return loss
+
+    trainer._train_step = step_then_others
+    trainer.fit()
+    return times
 
 
 def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, steps: int, warmup: int,
-            repeats: int, ablation: bool = False) -> dict:
-    """Interleaved runs; tokens/s from the median step time of all timed steps of each side.
+            repeats: int, ablation: bool = False, whole_runs: bool = False) -> dict:
+    """tokens/s from the median step time of each side, and their ratio.
 
-    ``ablation`` adds three runs to the rotation, to find where a gap comes from: the Trainer without
-    gradient clipping, the bare loop with it, and the bare loop with a loss read (a sync) every 10
-    steps."""
+    On the CPU each repeat is one lockstep run (Trainer and bare steps alternating); on a GPU, or
+    with ``whole_runs``, the runs alternate as wholes (T B | B T | ...), each timed after its
+    warm-up steps. ``ablation``
+    adds, to find where a gap comes from: the Trainer without gradient clipping, the bare loop with
+    it, and the bare loop with a loss read (a sync) every 10 steps."""
     torch.manual_seed(0)
     config = ModelConfig.from_preset(case["arch"], "small", vocab, embedding=case["embedding"],
                                      hidden=case["hidden"], layers=case["layers"])
     initial = build_model(config)
     n_val = max(case["seq"] * 4, len(ids) // 100)
     split = TokenSplit(train=ids[:-n_val], val=ids[-n_val:])
-    per_step = device.type == "cpu"
-    runs = {"trainer": lambda: trainer_run(copy.deepcopy(initial), split, case, device, steps, warmup, per_step),
-            "bare": lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup, per_step)}
+    fresh = lambda: copy.deepcopy(initial)  # noqa: E731  every run starts from the same weights
+    bare_variants = {"bare": {}}
     if ablation:
-        runs["trainer_no_clip"] = lambda: trainer_run(copy.deepcopy(initial), split, case, device, steps, warmup,
-                                                      per_step, grad_clip=0.0)
-        runs["bare_with_clip"] = lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup,
-                                                  per_step, clip=True)
-        runs["bare_with_syncs"] = lambda: bare_run(copy.deepcopy(initial), split, case, device, steps, warmup,
-                                                   per_step, read_every=10)
-    for run in runs.values():  # warm-up: first-call costs (allocator, kernels, CUDA context) fall here
-        run()
-    values = interleave(runs, repeats)
+        bare_variants.update(bare_with_clip=dict(clip=True), bare_with_syncs=dict(read_every=10))
+    in_lockstep = device.type == "cpu" and not whole_runs
+    own_bare: dict[str, list[list[float]]] = {}   # a variant's bare runs, where not the main ones
+    if in_lockstep:
+        def lockstep(grad_clip: float, variants: dict) -> dict[str, list[float]]:
+            others = {name: bare_stepper(fresh(), split, case, device, **options) for name, options in variants.items()}
+            return lockstep_run(fresh(), split, case, device, steps, warmup, others, grad_clip)
+
+        lockstep(1.0, bare_variants)   # warm-up: first-call costs fall here
+        runs = [lockstep(1.0, bare_variants) for _ in range(repeats)]
+        values = {name: [run[name] for run in runs] for name in runs[0]}
+        if ablation:   # the Trainer without clipping, in lockstep with a bare loop of its own
+            no_clip = [lockstep(0.0, {"bare": {}}) for _ in range(repeats)]
+            values["trainer_no_clip"] = [run["trainer"] for run in no_clip]
+            own_bare = {"trainer_no_clip": [run["bare"] for run in no_clip]}
+    else:
+        runs = {"trainer": lambda: trainer_run(fresh(), split, case, device, steps, warmup)}
+        for name, options in bare_variants.items():
+            runs[name] = lambda options=options: bare_run(bare_stepper(fresh(), split, case, device, **options),
+                                                          device, steps, warmup)
+        if ablation:
+            runs["trainer_no_clip"] = lambda: trainer_run(fresh(), split, case, device, steps, warmup, grad_clip=0.0)
+        for run in runs.values():  # warm-up: first-call costs (allocator, kernels, CUDA context) fall here
+            run()
+        values = interleave(runs, repeats)
     tokens = case["batch"] * case["seq"]
     trainer_steps = [t for run in values["trainer"] for t in run]
     bare_steps = [t for run in values["bare"] for t in run]
+
+    def pair_ratio(variant: str) -> float:   # bare / variant, a geometric mean over run pairs
+        bare_runs = own_bare.get(variant, values["bare"])
+        return geometric_mean([median(b) / median(v) for v, b in zip(values[variant], bare_runs)])
+
     row = {"device": device.type, "config": case["name"], "batch": case["batch"], "seq_len": case["seq"],
            "precision": "bf16" if device.type == "cuda" else "fp32", "timed_steps_per_side": len(bare_steps),
-           "repeats": repeats, "trainer_tok_s": tokens / median(trainer_steps),
-           "bare_tok_s": tokens / median(bare_steps),
-           # runs alternate T B | B T | ...: the geometric mean of each pair's ratio cancels any
-           # effect of a run's position in its pair
-           "ratio": geometric_mean([median(b) / median(t) for t, b in zip(values["trainer"], values["bare"])]),
+           "repeats": repeats, "lockstep": in_lockstep,
+           "trainer_tok_s": tokens / median(trainer_steps), "bare_tok_s": tokens / median(bare_steps),
+           # each pair ran side by side: the geometric mean of their ratios cancels the load they met
+           "ratio": pair_ratio("trainer"),
            "ratio_pooled_medians": median(bare_steps) / median(trainer_steps),
            # fastest step of each side: other processes' load only ever adds time
            "ratio_best": min(bare_steps) / min(trainer_steps),
            "run_ratios": [round(median(b) / median(t), 3) for t, b in zip(values["trainer"], values["bare"])]}
-    for name in [n for n in values if n not in ("trainer", "bare")]:   # bare / variant, as the main ratio
+    for name in [n for n in values if n not in ("trainer", "bare")]:
         row[f"{name}_tok_s"] = tokens / median([t for run in values[name] for t in run])
-        row[f"{name}_ratio"] = geometric_mean([median(b) / median(v) for v, b in zip(values[name], values["bare"])])
+        row[f"{name}_ratio"] = pair_ratio(name)
         print(f"    {name}: {row[f'{name}_tok_s']:,.0f} tok/s, bare / it {row[f'{name}_ratio']:.3f}", flush=True)
     print(f"  {device.type} {case['name']}: trainer {row['trainer_tok_s']:,.0f} tok/s, bare "
           f"{row['bare_tok_s']:,.0f} tok/s, ratio {row['ratio']:.3f} (fastest steps {row['ratio_best']:.3f}; "
@@ -189,6 +251,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="configurations by name, e.g. 'gru 2x256'")
     parser.add_argument("--ablation", action="store_true", help="also time the Trainer without clipping, and "
                         "the bare loop with clipping or with a loss read every 10 steps (where does a gap come from?)")
+    parser.add_argument("--whole-runs", action="store_true", help="on the CPU too, alternate whole runs "
+                        "(the GPU way) instead of single steps")
     args = parser.parse_args()
     info = machine()
     print(describe(info))
@@ -196,12 +260,12 @@ def main() -> None:
     rows = []
     if args.quick:
         rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1,
-                            ablation=args.ablation))
+                            ablation=args.ablation, whole_runs=args.whole_runs))
     elif not args.gpu_only:
         timed = args.steps or 8
         for case in [c for c in CPU_CASES if not args.only or c["name"] in args.only]:
             rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
-                                repeats=args.repeats or 6, ablation=args.ablation))
+                                repeats=args.repeats or 6, ablation=args.ablation, whole_runs=args.whole_runs))
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         timed = args.steps or (5 if args.quick else 200)

@@ -28,13 +28,21 @@ def run_quick(script: str, *args: str, capsys) -> dict:
     return result
 
 
-def test_trainer_overhead(capsys):
-    result = run_quick("bench_trainer.py", "--ablation", capsys=capsys)
+@pytest.mark.parametrize("options", [(), ("--ablation",), ("--ablation", "--whole-runs")])
+def test_trainer_overhead(capsys, options):
+    """On the CPU the Trainer and bare steps alternate; --whole-runs exercises the GPU way (whole runs
+    alternating, timed between two syncs) on the CPU."""
+    result = run_quick("bench_trainer.py", *options, capsys=capsys)
     assert result["benchmark"] == "trainer_overhead"
     row = result["rows"][0]
     assert {"config", "batch", "seq_len", "trainer_tok_s", "bare_tok_s", "ratio"} <= set(row)
     assert row["trainer_tok_s"] > 0 and row["bare_tok_s"] > 0
-    assert row["trainer_no_clip_tok_s"] > 0 and row["bare_with_clip_tok_s"] > 0   # --ablation's two extra runs
+    assert row["lockstep"] is ("--whole-runs" not in options)
+    variants = ("trainer_no_clip_tok_s", "bare_with_clip_tok_s", "bare_with_syncs_tok_s")
+    if "--ablation" in options:
+        assert all(row[v] > 0 for v in variants)
+    else:
+        assert not set(variants) & set(row)
 
 
 def test_sampling(capsys):
