@@ -20,7 +20,7 @@ autocast). Without a GPU those rows are skipped with a line saying so.
 
     python benchmarks/bench_trainer.py             # full run (about 4 minutes on 2 cores)
     python benchmarks/bench_trainer.py --quick     # tiny model, a few steps, for the smoke test
-    python benchmarks/bench_trainer.py --gpu-only --only "gru 1024x1" --ablation   # where a gap comes from
+    python benchmarks/bench_trainer.py --gpu-only --only "gru 1024x1" --ablation --profile   # where a gap comes from
 """
 from __future__ import annotations
 
@@ -169,8 +169,80 @@ def lockstep_run(model, split: TokenSplit, case: dict, device: torch.device, ste
     return times
 
 
+LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+
+
+def profiled_trainer(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
+                     profiler) -> float:
+    """Trainer.fit with ``profiler`` running from the start of step ``warmup`` to the end of the last
+    step (a sync at both ends); returns the wall seconds in between."""
+    trainer = Trainer(model, split, trainer_config(case, device, steps, 1.0, log_every=10))
+    train_step, wall = trainer._train_step, [0.0]
+
+    def profiled_step() -> torch.Tensor:
+        if trainer.step == warmup:
+            sync(device)
+            profiler.start()
+            wall[0] = time.perf_counter()
+        loss = train_step()
+        if trainer.step == steps - 1:
+            sync(device)
+            wall[0] = time.perf_counter() - wall[0]
+            profiler.stop()
+        return loss
+
+    trainer._train_step = profiled_step
+    trainer.fit()
+    return wall[0]
+
+
+def profiled_bare(step: Callable[[], None], device: torch.device, steps: int, warmup: int, profiler) -> float:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    profiler.start()
+    start = time.perf_counter()
+    for _ in range(steps - warmup):
+        step()
+    sync(device)
+    wall = time.perf_counter() - start
+    profiler.stop()
+    return wall
+
+
+def profile_sides(fresh: Callable, split: TokenSplit, case: dict, device: torch.device, steps: int,
+                  warmup: int, top: int = 12) -> dict:
+    """torch.profiler over the timed steps of each side: wall time, host time inside torch ops,
+    device (kernel) time and kernel launches per step, and each side's costliest ops on the host.
+    If the Trainer's wall time per step exceeds the bare loop's while its device time does not, the
+    gap is on the host: launches and Python between them, or waits."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    n = steps - warmup
+    summary = {}
+    sides = {"trainer": lambda prof: profiled_trainer(fresh(), split, case, device, steps, warmup, prof),
+             "bare": lambda prof: profiled_bare(bare_stepper(fresh(), split, case, device), device, steps, warmup, prof)}
+    for name, run in sides.items():
+        prof = profile(activities=activities)
+        wall = run(prof)
+        events = prof.key_averages()
+        summary[name] = {
+            "wall_ms": 1e3 * wall / n,
+            "host_op_ms": sum(e.self_cpu_time_total for e in events) / n / 1e3,
+            "device_ms": sum(getattr(e, "self_device_time_total", 0) for e in events if e.device_type.name != "CPU")
+                         / n / 1e3,
+            "launches": sum(e.count for e in events if e.key in LAUNCH_CALLS) / n,
+            "ops": sum(e.count for e in events if e.key.startswith("aten::")) / n,
+        }
+        print(f"  profile {case['name']} {name}: " + ", ".join(
+            f"{key} {value:,.2f}" for key, value in summary[name].items()) + " (per step)", flush=True)
+        print(events.table(sort_by="self_cpu_time_total", row_limit=top), flush=True)
+    return summary
+
+
 def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, steps: int, warmup: int,
-            repeats: int, ablation: bool = False, whole_runs: bool = False) -> dict:
+            repeats: int, ablation: bool = False, whole_runs: bool = False, profile: bool = False) -> dict:
     """tokens/s from the median step time of each side, and their ratio.
 
     On the CPU each repeat is one lockstep run (Trainer and bare steps alternating); on a GPU, or
@@ -230,6 +302,8 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
            # fastest step of each side: other processes' load only ever adds time
            "ratio_best": min(bare_steps) / min(trainer_steps),
            "run_ratios": [round(median(b) / median(t), 3) for t, b in zip(values["trainer"], values["bare"])]}
+    if profile:
+        row["profile"] = profile_sides(fresh, split, case, device, steps, warmup)
     for name in [n for n in values if n not in ("trainer", "bare")]:
         row[f"{name}_tok_s"] = tokens / median([t for run in values[name] for t in run])
         row[f"{name}_ratio"] = pair_ratio(name)
@@ -244,7 +318,7 @@ def measure(case: dict, device: torch.device, ids: torch.Tensor, vocab: int, ste
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model and few steps: checks the script runs")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved runs per side (default 5)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved runs per side (default 6)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 8 CPU, 200 GPU)")
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU rows")
@@ -253,6 +327,8 @@ def main() -> None:
                         "the bare loop with clipping or with a loss read every 10 steps (where does a gap come from?)")
     parser.add_argument("--whole-runs", action="store_true", help="on the CPU too, alternate whole runs "
                         "(the GPU way) instead of single steps")
+    parser.add_argument("--profile", action="store_true", help="then run each side once under torch.profiler: "
+                        "wall, host-op and device time, launches and aten ops per step, and the costliest ops")
     args = parser.parse_args()
     info = machine()
     print(describe(info))
@@ -260,18 +336,19 @@ def main() -> None:
     rows = []
     if args.quick:
         rows.append(measure(QUICK_CASE, torch.device("cpu"), ids, vocab, steps=6, warmup=2, repeats=args.repeats or 1,
-                            ablation=args.ablation, whole_runs=args.whole_runs))
+                            ablation=args.ablation, whole_runs=args.whole_runs, profile=args.profile))
     elif not args.gpu_only:
         timed = args.steps or 8
         for case in [c for c in CPU_CASES if not args.only or c["name"] in args.only]:
             rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
-                                repeats=args.repeats or 6, ablation=args.ablation, whole_runs=args.whole_runs))
+                                repeats=args.repeats or 6, ablation=args.ablation, whole_runs=args.whole_runs, profile=args.profile))
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         timed = args.steps or (5 if args.quick else 200)
         for case in ([QUICK_CASE] if args.quick else [c for c in GPU_CASES if not args.only or c["name"] in args.only]):
             rows.append(measure(case, torch.device("cuda"), ids, vocab, steps=timed + 10, warmup=10,
-                                repeats=args.repeats or (1 if args.quick else 6), ablation=args.ablation))
+                                repeats=args.repeats or (1 if args.quick else 6), ablation=args.ablation,
+                                profile=args.profile))
     else:
         print("GPU rows (gru 1024x1 B64 T100, lstm 512x2 B512 T256): not measured (no CUDA GPU in this session)"
               if not torch.cuda.is_available() else "GPU rows: skipped (--cpu-only)")

@@ -28,7 +28,7 @@ def run_quick(script: str, *args: str, capsys) -> dict:
     return result
 
 
-@pytest.mark.parametrize("options", [(), ("--ablation",), ("--ablation", "--whole-runs")])
+@pytest.mark.parametrize("options", [(), ("--ablation",), ("--ablation", "--whole-runs"), ("--profile",)])
 def test_trainer_overhead(capsys, options):
     """On the CPU the Trainer and bare steps alternate; --whole-runs exercises the GPU way (whole runs
     alternating, timed between two syncs) on the CPU."""
@@ -43,6 +43,9 @@ def test_trainer_overhead(capsys, options):
         assert all(row[v] > 0 for v in variants)
     else:
         assert not set(variants) & set(row)
+    if "--profile" in options:   # each side once under torch.profiler: per-step wall time and torch ops
+        assert all(row["profile"][side]["wall_ms"] > 0 and row["profile"][side]["ops"] > 0
+                   for side in ("trainer", "bare"))
 
 
 def test_sampling(capsys):
