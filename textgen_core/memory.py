@@ -29,8 +29,10 @@ class _NoRandomFill(TorchFunctionMode):
     """Inside ``torch.device("meta")``: skip the random fills of weight initialisation.
 
     A meta tensor has no values to fill, but its first random fill runs a Python reference that
-    imports torch._dynamo and sympy: about 1.5 s, paid at every CLI run and at the app's first Start.
-    Both the ``torch.nn.init`` functions (what layers call) and the tensor methods are skipped.
+    imports torch._dynamo and sympy (about 1.5 s): the check would pay it in the app's page, on the
+    first Start. A training process still imports them once, when torch.optim builds its first
+    optimizer, which in the app happens in the job's thread. Both the ``torch.nn.init`` functions
+    (what layers call) and the tensor methods are skipped.
     """
     RANDOM_FILLS = {torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.random_,
                     torch.Tensor.bernoulli_, torch.Tensor.exponential_}
