@@ -35,7 +35,7 @@ class TrainConfig:
     epochs: Optional[float] = None     # budget in passes over the training tokens
     max_minutes: Optional[float] = None  # budget in wall-clock minutes (counted over resumes)
     eval_every: int = 100              # steps between validation passes
-    log_every: int = 10                # steps between train-loss reports (each costs one sync)
+    log_every: int = 10                # steps between train-loss reports (read without waiting on a GPU)
     patience: Optional[int] = None     # stop after this many evaluations without improvement
     eval_streams: int = 64             # parallel streams the validation split is read in
     device: str = "auto"               # "auto" (CUDA when present), "cpu" or "cuda"
