@@ -64,26 +64,35 @@ def load_ids(synthetic: bool = False) -> tuple[torch.Tensor, int]:
 
 
 def trainer_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-                grad_clip: float = 1.0) -> list[float]:
+                grad_clip: float = 1.0, profiler=None) -> list[float]:
     """Seconds per step of Trainer.fit from the start of its step ``warmup`` to the end of its last
     step, with a device sync at both ends only, as in the bare loop (the GPU way): its own loss reads
-    happen in between, as they would."""
+    happen in between, as they would. ``profiler`` (torch.profiler) runs over the same steps."""
     trainer = Trainer(model, split, trainer_config(case, device, steps, grad_clip, log_every=10))
     stamps, train_step = [], trainer._train_step
 
     def stamped_step() -> torch.Tensor:   # the Trainer's step, with a clock around it
         if trainer.step == warmup:
-            sync(device)
-            stamps.append(time.perf_counter())
+            stamps.append(synced_clock(device, start=profiler))
         loss = train_step()
         if trainer.step == steps - 1:
-            sync(device)
-            stamps.append(time.perf_counter())
+            stamps.append(synced_clock(device, stop=profiler))
         return loss
 
     trainer._train_step = stamped_step
     trainer.fit()
     return [(stamps[-1] - stamps[0]) / (steps - warmup)]
+
+
+def synced_clock(device: torch.device, start=None, stop=None) -> float:
+    """The time once the device has caught up; starts or stops a profiler there."""
+    sync(device)
+    if start is not None:
+        start.start()
+    now = time.perf_counter()   # the profiler's own start and stop stay outside the timed span
+    if stop is not None:
+        stop.stop()
+    return now
 
 
 def trainer_config(case: dict, device: torch.device, steps: int, grad_clip: float, log_every: int) -> TrainConfig:
@@ -126,16 +135,16 @@ def bare_stepper(model, split: TokenSplit, case: dict, device: torch.device, cli
     return step
 
 
-def bare_run(step: Callable[[], None], device: torch.device, steps: int, warmup: int) -> list[float]:
-    """Seconds per step of ``steps`` calls of a bare ``step``, timed after ``warmup`` of them."""
+def bare_run(step: Callable[[], None], device: torch.device, steps: int, warmup: int,
+             profiler=None) -> list[float]:
+    """Seconds per step of ``steps`` calls of a bare ``step``, timed (and profiled, with
+    ``profiler``) after ``warmup`` of them."""
     for _ in range(warmup):
         step()
-    sync(device)
-    start = time.perf_counter()
+    start = synced_clock(device, start=profiler)
     for _ in range(steps - warmup):
         step()
-    sync(device)
-    return [(time.perf_counter() - start) / (steps - warmup)]
+    return [(synced_clock(device, stop=profiler) - start) / (steps - warmup)]
 
 
 def lockstep_run(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
@@ -172,44 +181,6 @@ def lockstep_run(model, split: TokenSplit, case: dict, device: torch.device, ste
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
 
 
-def profiled_trainer(model, split: TokenSplit, case: dict, device: torch.device, steps: int, warmup: int,
-                     profiler) -> float:
-    """Trainer.fit with ``profiler`` running from the start of step ``warmup`` to the end of the last
-    step (a sync at both ends); returns the wall seconds in between."""
-    trainer = Trainer(model, split, trainer_config(case, device, steps, 1.0, log_every=10))
-    train_step, wall = trainer._train_step, [0.0]
-
-    def profiled_step() -> torch.Tensor:
-        if trainer.step == warmup:
-            sync(device)
-            profiler.start()
-            wall[0] = time.perf_counter()
-        loss = train_step()
-        if trainer.step == steps - 1:
-            sync(device)
-            wall[0] = time.perf_counter() - wall[0]
-            profiler.stop()
-        return loss
-
-    trainer._train_step = profiled_step
-    trainer.fit()
-    return wall[0]
-
-
-def profiled_bare(step: Callable[[], None], device: torch.device, steps: int, warmup: int, profiler) -> float:
-    for _ in range(warmup):
-        step()
-    sync(device)
-    profiler.start()
-    start = time.perf_counter()
-    for _ in range(steps - warmup):
-        step()
-    sync(device)
-    wall = time.perf_counter() - start
-    profiler.stop()
-    return wall
-
-
 def profile_sides(fresh: Callable, split: TokenSplit, case: dict, device: torch.device, steps: int,
                   warmup: int, top: int = 12) -> dict:
     """torch.profiler over the timed steps of each side: wall time, host time inside torch ops,
@@ -221,14 +192,14 @@ def profile_sides(fresh: Callable, split: TokenSplit, case: dict, device: torch.
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     n = steps - warmup
     summary = {}
-    sides = {"trainer": lambda prof: profiled_trainer(fresh(), split, case, device, steps, warmup, prof),
-             "bare": lambda prof: profiled_bare(bare_stepper(fresh(), split, case, device), device, steps, warmup, prof)}
+    sides = {"trainer": lambda prof: trainer_run(fresh(), split, case, device, steps, warmup, profiler=prof),
+             "bare": lambda prof: bare_run(bare_stepper(fresh(), split, case, device), device, steps, warmup, prof)}
     for name, run in sides.items():
         prof = profile(activities=activities)
-        wall = run(prof)
+        (seconds_per_step,) = run(prof)
         events = prof.key_averages()
         summary[name] = {
-            "wall_ms": 1e3 * wall / n,
+            "wall_ms": 1e3 * seconds_per_step,
             "host_op_ms": sum(e.self_cpu_time_total for e in events) / n / 1e3,
             "device_ms": sum(getattr(e, "self_device_time_total", 0) for e in events if e.device_type.name != "CPU")
                          / n / 1e3,
