@@ -7,82 +7,19 @@ the temporary files such a kill leaves behind are removed by the next save of th
 """
 from __future__ import annotations
 
-import json
-import os
-import re
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelFolderError
+from .files import (STALE_TMP_AGE_S, atomic_write, atomic_write_text, remove_stale_temps,  # noqa: F401
+                    temp_pattern)
 
 RESUME_TENSORS = "resume.safetensors"
 RESUME_STATE = "resume.json"
 BEST_TENSORS = "best.safetensors"
-STALE_TMP_AGE_S = 60.0  # a temporary file untouched this long belongs to no save in progress
-
-
-def temp_pattern(path: Path) -> re.Pattern:
-    """The names ``atomic_write`` gives its temporary files for ``path``: mkstemp's ``.<name>.<8 random
-    characters>.tmp``."""
-    return re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
-
-
-def remove_stale_temps(path: Path, older_than_s: float = STALE_TMP_AGE_S) -> list[Path]:
-    """Delete the temporary files that interrupted saves of ``path`` left beside it; returns them.
-
-    Only names of ``temp_pattern(path)`` are touched, and only when older than ``older_than_s``, so
-    that a save of the same file still running elsewhere keeps its temporary file.
-    """
-    pattern, removed = temp_pattern(path), []
-    cutoff = time.time() - older_than_s
-    try:
-        candidates = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
-    except OSError:
-        return removed
-    for candidate in candidates:
-        try:
-            if candidate.is_file() and not candidate.is_symlink() and candidate.stat().st_mtime < cutoff:
-                candidate.unlink()
-                removed.append(candidate)
-        except OSError:  # gone meanwhile, or not ours to delete: the save goes on
-            pass
-    return removed
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)  # the only way to read it; done once, at import, before any saving thread
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync it, then rename it over ``path``; then remove the temporary
-    files that earlier, interrupted saves of ``path`` left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; the result is an ordinary file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    remove_stale_temps(path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

@@ -27,3 +27,11 @@ class HubError(TextgenError):
 
 class TrainingDiverged(TextgenError):
     """The loss became NaN or infinite; the best weights so far are kept."""
+
+
+class UnsafeFileError(ModelFolderError):
+    """A path is not a regular file, is too large, leads out of its folder, or is not valid JSON."""
+
+
+class WriteError(TextgenError):
+    """A file could not be written (full disk, read-only folder, no permission)."""
