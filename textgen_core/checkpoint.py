@@ -7,6 +7,7 @@ the temporary files such a kill leaves behind are removed by the next save of th
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
