@@ -8,10 +8,10 @@ for ``RunSettings`` and training keys for ``TrainConfig``. ``recommended_run_set
 from __future__ import annotations
 
 from dataclasses import fields
-from functools import lru_cache
-from pathlib import Path
 
 import torch
+
+from .devices import cpu_has_native_bf16
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -29,18 +29,6 @@ GPU_DEFAULTS: dict = dict(arch="lstm", preset="large", hidden=768, layers=3, dro
                           batch_size=128, seq_len=256, lr=3e-3, precision="bf16", eval_every=200, max_minutes=1.0)
 
 MODEL_KEYS = ("arch", "preset", "hidden", "layers", "dropout")
-
-
-@lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated
-    and slower than fp32."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def recommended_settings(device: str = "auto") -> dict:

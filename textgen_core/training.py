@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .data import TokenSplit, random_windows
+from .devices import resolve_precision
 from .errors import ConfigError
 from .evaluation import autocast_for, bits_per_char, total_nats
 from .models import LanguageModel
@@ -181,8 +182,7 @@ class Trainer:
                  checkpoint_dir: str | Path | None = None) -> None:
         self.config = config.validated()
         self.device = resolve_device(config.device)
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") \
-            if config.precision == "auto" else config.precision
+        self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
         self.train_ids = split.train.to(self.device)
         self.val_ids = split.val.to(self.device)

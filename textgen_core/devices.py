@@ -1,0 +1,82 @@
+"""What a device can do, decided in one place for the CLI, the app, the defaults and the benchmarks.
+
+The project's CPU machines differ: some have AVX512-BF16 (or AMX) units, some only AVX2. On a CPU
+without bf16 units, bf16 autocast is emulated (slower than fp32) and oneDNN cannot even build an
+LSTM in bf16 ("could not create a primitive descriptor"), so bf16 is offered and accepted only
+where the device computes it natively.
+"""
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .errors import ConfigError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# The flags worth naming beside a CPU figure: what decides which kernels run.
+NOTABLE_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> tuple[str, ...]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    return tuple(line.split(":", 1)[1].split()) if ":" in line else ()
+
+
+@lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_summary() -> str:
+    """The CPU's name and its notable flags, e.g. "AMD EPYC 9B14 (avx2 fma avx512f avx512_bf16)"."""
+    flags = [flag for flag in NOTABLE_CPU_FLAGS if flag in cpu_flags()]
+    return f"{cpu_name()} ({' '.join(flags) or 'no AVX2'})"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
+    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Whether bf16 autocast runs (and pays) on ``device`` ("cpu" or "cuda")."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return kind == "cpu" and cpu_has_native_bf16()
+
+
+def precision_options(device: str | torch.device) -> tuple[str, ...]:
+    """The precisions a user may choose for ``device``."""
+    return PRECISIONS if bf16_supported(device) else ("auto", "fp32")
+
+
+def resolve_precision(requested: str, device: str | torch.device) -> str:
+    """The precision a run on ``device`` uses: "auto" is bf16 on a GPU that has it, else fp32; an
+    explicit "bf16" where the device has no bf16 units is refused with what to use instead."""
+    if requested not in PRECISIONS:
+        raise ConfigError(f"precision must be auto, fp32 or bf16 (got {requested!r})")
+    kind = torch.device(device).type
+    if requested == "auto":
+        return "bf16" if kind == "cuda" and bf16_supported(device) else "fp32"
+    if requested == "bf16" and not bf16_supported(device):
+        where = ("this GPU has no bf16 support" if kind == "cuda" else
+                 f"this CPU has no bf16 units (it needs AVX512-BF16 or AMX; this one is {cpu_summary()})")
+        raise ConfigError(f"bf16 precision is not available here: {where}; use precision fp32 or auto")
+    return requested
