@@ -10,9 +10,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-from textgen_core.registry import get_registry  # noqa: E402
+from textgen_core.registry import get_registry, registry_warnings  # noqa: E402
 from ui import state  # noqa: E402
 from ui.live import live  # noqa: E402
+from ui.text import escape_markdown  # noqa: E402
 
 st.set_page_config(page_title="Text generation playground", page_icon=":material/edit_note:",
                    layout="wide")
@@ -34,7 +35,7 @@ def sidebar_jobs(snaps) -> None:
     if running:
         st.markdown(f"**Training:** {len(running)} job{'s' if len(running) > 1 else ''} of yours")
         for snap in running:
-            st.progress(min(1.0, snap.progress), text=f"{snap.name} · {snap.status}")
+            st.progress(min(1.0, snap.progress), text=f"{escape_markdown(snap.name)} · {snap.status}")
     else:
         st.caption("No training running.")
 
@@ -45,7 +46,7 @@ with st.sidebar:
     if corpus is None:
         st.caption("No corpus yet: upload a text on **Corpus**.")
     else:
-        st.markdown(f"**Corpus:** {corpus.name}  \n{corpus.stats.chars:,} characters")
+        st.markdown(f"**Corpus:** {escape_markdown(corpus.name)}  \n{corpus.stats.chars:,} characters")
     # Train, Compare and Recipes poll their own jobs (which also keeps them alive). For any other active
     # job the sidebar polls, slowly: the heartbeat keeps it alive and the page learns when it ends.
     active = state.active_jobs()
@@ -55,6 +56,8 @@ with st.sidebar:
         sidebar_jobs([job.snapshot() for job in active])
     else:
         live(active, sidebar_jobs, every_s=10.0)
+    for warning in registry_warnings():  # a bad server setting: said here, its default used
+        st.warning(escape_markdown(warning), icon=":material/warning:")
     devices = state.device_options()
     st.caption(f"Device: {state.device_label(devices[0])} · server: {get_registry().running_count()} "
                f"of {get_registry().max_running} training slots in use")

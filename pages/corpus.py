@@ -6,6 +6,7 @@ import streamlit as st
 from textgen_core import TOKENIZER_KINDS, TextgenError, make_tokenizer, read_file, read_text
 from ui import state
 from ui.models import builtin_corpora
+from ui.text import escape_markdown
 
 ss = state.init()
 PREVIEW_CHARS = 2_000_000  # the tokenizer preview is fitted on at most this much text
@@ -43,7 +44,7 @@ if source == "Upload a file":
     st.file_uploader("Upload a plain-text file", type=["txt", "text", "md"], key="corpus_upload",
                      on_change=on_upload)
     if ss.get("corpus_error") and ss.get("corpus_upload") is not None:
-        st.error(ss.corpus_error, icon=":material/block:")
+        st.error(escape_markdown(ss.corpus_error), icon=":material/block:")
 else:
     corpora = builtin_corpora()
     if not corpora:
@@ -53,7 +54,7 @@ else:
         label = st.selectbox("Built-in corpus", list(corpora), key="builtin_corpus", persist_state="session")
         st.button("Use this corpus", on_click=use_builtin, args=(corpora[label], label))
         if ss.get("corpus_error"):
-            st.error(ss.corpus_error, icon=":material/block:")
+            st.error(escape_markdown(ss.corpus_error), icon=":material/block:")
 
 corpus = state.corpus()
 if corpus is None:
@@ -62,7 +63,7 @@ if corpus is None:
     st.stop()
 
 stats = corpus.stats
-st.subheader(f"{corpus.name}")
+st.subheader(escape_markdown(corpus.name))
 cols = st.columns(5)
 cols[0].metric("encoding", corpus.encoding)
 cols[1].metric("characters", f"{stats.chars:,}")
@@ -95,7 +96,7 @@ if ss.get("_tok_cache", (None,))[0] != cache_key:
             ss._tok_cache = (cache_key, None, str(exc))
 _, tokenizer, error = ss._tok_cache
 if error:
-    st.error(error)
+    st.error(escape_markdown(error))
     st.stop()
 
 lines = [line.strip() for line in corpus.text.splitlines() if line.strip()]

@@ -2,9 +2,12 @@
 import streamlit as st
 
 from textgen_core import SamplingOptions, TextgenError
+from textgen_core.sampling import MAX_PROMPT_CHARS
 from ui import state
-from ui.models import available_models, hub_load_form
+from ui.checks import field_problems, show_problems
+from ui.models import available_models, hub_load_form, model_summary
 from ui.sampling import show_text, stream_into
+from ui.text import escape_markdown
 
 ss = state.init()
 TEMPERATURES = [0.2, 0.5, 0.8, 1.0, 1.2, 1.5]
@@ -13,7 +16,8 @@ st.title("Generate")
 models = available_models()
 running = state.active_jobs()
 if running:
-    st.caption(f"Training {', '.join(job.name for job in running)}: its model is listed here when it ends "
+    names = ", ".join(escape_markdown(job.name) for job in running)
+    st.caption(f"Training {names}: its model is listed here when it ends "
                "(stop it on its page to use the best weights so far).")
 if not models:
     st.info("No model yet. Train one on the **Train** page (a minute on the tiny preset is enough to see "
@@ -33,31 +37,40 @@ if label not in models:  # the remembered choice went away: take the first one
 try:
     bundle = models[label].load()
 except TextgenError as exc:
-    st.error(str(exc))
+    st.error(escape_markdown(exc))
     st.stop()
-info = bundle.info
-st.caption(f"{bundle.model.config.arch.upper()} · {bundle.tokenizer.kind} tokenizer · "
-           f"{bundle.model.num_parameters():,} parameters"
-           + (f" · best validation {info['best_val_bpc']:.3f} bits/char" if info.get("best_val_bpc") else ""))
+st.caption(model_summary(bundle))
 
-prompt = st.text_area("Prompt", "", height=80, key="gen_prompt", persist_state="session",
-                      placeholder="Leave empty to start from a new line")
+prompt = st.text_area("Prompt", "", height=80, max_chars=MAX_PROMPT_CHARS, key="gen_prompt", persist_state="session",
+                      placeholder="Leave empty to start from a new line", help="The text the model continues.")
 c = st.columns(4)
-length = c[0].slider("Length (tokens)", 10, 2000, 300, 10, key="gen_length", persist_state="session")
-several = c[1].toggle("Several temperatures", key="gen_several", persist_state="session")
+length = c[0].slider("Length (tokens)", 10, 2000, 300, 10, key="gen_length", persist_state="session",
+                     help="New tokens per sample.")
+several = c[1].toggle("Several temperatures", key="gen_several", persist_state="session",
+                      help="Sample at up to four temperatures side by side.")
 if several:
     temperatures = c[1].multiselect("Temperatures", TEMPERATURES, [0.5, 0.8, 1.2], key="gen_temperatures",
-                                    persist_state="session", max_selections=4)
+                                    persist_state="session", max_selections=4,
+                                    help="0 always picks the most likely token; higher is wilder.")
 else:
     temperatures = [c[1].slider("Temperature", 0.0, 2.0, 0.8, 0.05, key="gen_temperature", persist_state="session",
                                 help="0 always picks the most likely token; higher is wilder.")]
-top_k = c[2].number_input("Top-k (0: off)", 0, 100_000, 0, key="gen_top_k", persist_state="session")
-top_p = c[2].slider("Top-p (1: off)", 0.05, 1.0, 1.0, 0.05, key="gen_top_p", persist_state="session")
-samples = c[3].number_input("Samples", 1, 8, 1, key="gen_samples", persist_state="session")
-seed = c[3].number_input("Seed", 0, 2**31 - 1, 1, key="gen_seed", persist_state="session",
+# number fields have no widget bounds: the engine's SamplingOptions checks them and names a bad one
+top_k = c[2].number_input("Top-k (0: off)", value=0, key="gen_top_k", persist_state="session",
+                          help="Sample only from the k most likely tokens.")
+top_p = c[2].slider("Top-p (1: off)", 0.05, 1.0, 1.0, 0.05, key="gen_top_p", persist_state="session",
+                    help="Sample only from the most likely tokens that together reach this probability.")
+samples = c[3].number_input("Samples", value=1, key="gen_samples", persist_state="session",
+                            help="Texts drawn together, one batch.")
+seed = c[3].number_input("Seed", value=1, key="gen_seed", persist_state="session",
                          help="The same seed gives the same text.")
+problems = field_problems(lambda **value: SamplingOptions(**value).validated(), {
+    "length": ("Length (tokens)", int(length)), "top_k": ("Top-k (0: off)", int(top_k) or None),
+    "num_samples": ("Samples", int(samples)), "seed": ("Seed", int(seed))})
+show_problems(problems, "generate")
 
-clicked = st.button("Generate", type="primary", icon=":material/auto_awesome:", disabled=not temperatures)
+clicked = st.button("Generate", type="primary", icon=":material/auto_awesome:",
+                    disabled=not temperatures or bool(problems))
 if not temperatures:
     st.caption("Choose at least one temperature.")
 
@@ -66,7 +79,7 @@ def slots(count: int) -> list:
     return list(st.columns(count)) if count > 1 else [st.container()]
 
 
-if clicked:
+if clicked and temperatures and not problems:
     results = []
     try:
         for column, temperature in zip(slots(len(temperatures)), temperatures):
@@ -78,7 +91,7 @@ if clicked:
             results.append((temperature, texts))
         ss.generated = {"model": label, "results": results}
     except TextgenError as exc:
-        st.error(str(exc))
+        st.error(escape_markdown(exc))
 elif ss.generated and ss.generated["model"] == label:
     shown = ss.generated["results"]
     for column, (temperature, texts) in zip(slots(len(shown)), shown):

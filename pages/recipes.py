@@ -2,11 +2,13 @@
 another with a time cap, beside the figures the original reported; then a table and a sample of each."""
 import streamlit as st
 
-from textgen_core import TextgenError
+from textgen_core import TextgenError, TrainConfig
 from textgen_core.recipes import RECIPES
 from ui import recipes, state
+from ui.checks import field_problems, show_problems
 from ui.live import live
 from ui.sampling import show_text
+from ui.text import escape_markdown
 
 ss = state.init()
 for key, value in {"recipe_name": None, "recipe_samples": None}.items():
@@ -19,8 +21,11 @@ st.caption("Each recipe reproduces a known experiment (the corpus comes from the
 
 jobs = ss.recipe_jobs
 running = any(job.active for job in jobs)
-minutes = st.number_input("Minutes per run", 0.05, 600.0, 2.0, step=0.5, key="recipe_minutes",
+minutes = st.number_input("Minutes per run", value=2.0, step=0.5, key="recipe_minutes",  # checked by the engine
                           persist_state="session", help="the time cap of every run of the recipe")
+problems = field_problems(lambda **value: TrainConfig(**value).validated(),
+                          {"max_minutes": ("Minutes per run", float(minutes))})
+show_problems(problems, "run a recipe")
 
 for name, item in RECIPES.items():
     with st.container(border=True):
@@ -28,14 +33,16 @@ for name, item in RECIPES.items():
         text.markdown(f"**{item.title}**  \n`{name}` · {len(item.runs)} run{'s' if len(item.runs) > 1 else ''}: "
                       + ", ".join(run.label for run in item.runs))
         text.caption(f"Original: {item.reference}")
-        if button.button("Run", icon=":material/play_arrow:", disabled=running, key=f"recipe_run_{name}",
-                         help="train its runs one after another, each for at most the minutes above"):
+        clicked = button.button("Run", icon=":material/play_arrow:", disabled=running or bool(problems),
+                                key=f"recipe_run_{name}",
+                                help="train its runs one after another, each for at most the minutes above")
+        if clicked and not problems:
             try:
                 ss.recipe_jobs = recipes.start(item, float(minutes), ss.owner, state.device_options()[0])
                 ss.recipe_name, ss.recipe_samples = name, None
                 st.rerun()
             except TextgenError as exc:
-                st.error(str(exc), icon=":material/error:")
+                st.error(escape_markdown(exc), icon=":material/error:")
 
 if not jobs:
     st.info("Press a recipe's **Run** button: its runs train here, with live curves, a results table "
@@ -70,5 +77,5 @@ if ss.recipe_samples is None or set(ss.recipe_samples) != {job.id for job in don
     with st.spinner("Sampling from each run..."):
         ss.recipe_samples = recipes.samples(done, item)
 for job in done:
-    st.markdown(f"**{job.name.removeprefix(item.name + '-')}**")
+    st.markdown(f"**{escape_markdown(job.name.removeprefix(item.name + '-'))}**")
     show_text(st.empty(), ss.recipe_samples.get(job.id, ""))

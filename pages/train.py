@@ -3,19 +3,23 @@ import streamlit as st
 
 from textgen_core import ARCHITECTURES, PRESETS, RunSettings, TextgenError, TrainConfig
 from textgen_core.defaults import recommended_settings
+from textgen_core.devices import precision_options
 from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
 from textgen_core.models import ModelConfig
 from textgen_core.registry import get_registry
 from ui import state
+from ui.checks import field_problems, refusal, show_problems
 from ui.live import live, show_job
 from ui.models import zip_model_folder
+from ui.text import escape_markdown
 
 ss = state.init()
 ARCH_HELP = {"gru": "GRU (gated recurrent unit)", "lstm": "LSTM (long short-term memory)",
              "cnn": "CNN (causal dilated convolutions)", "attention": "attention (small transformer)"}
 BUDGETS = ("steps", "epochs", "minutes")
 PRECISIONS = {"auto": "auto (bf16 on a GPU, fp32 on the CPU)", "fp32": "fp32", "bf16": "bf16 autocast"}
+# Number fields have no widget bounds: the engine's validators check them below and name a bad one.
 # Starting values measured as the best at equal training time on this kind of device (BENCHMARKS.md).
 best = recommended_settings(state.device_options()[0])
 
@@ -27,7 +31,7 @@ if corpus is None:
             icon=":material/upload_file:")
     st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:")
 else:
-    st.caption(f"Corpus **{corpus.name}** ({corpus.stats.chars:,} characters) · {kind} tokenizer"
+    st.caption(f"Corpus **{escape_markdown(corpus.name)}** ({corpus.stats.chars:,} characters) · {kind} tokenizer"
                f"{f' ({vocab:,} tokens)' if vocab else ''} · {val_fraction:.0%} held out for validation "
                "(change them on the Corpus page)")
 
@@ -35,62 +39,75 @@ left, middle, right = st.columns(3)
 with left:
     st.markdown("**Model**")
     arch = st.selectbox("Architecture", ARCHITECTURES, ARCHITECTURES.index(best["arch"]), format_func=ARCH_HELP.get,
-                        key="arch", persist_state="session")
+                        key="arch", persist_state="session", help="The kind of network that learns the text.")
     # the GPU's recommended model is not a preset (768x3): it starts with explicit sizes on
     sized = ModelConfig.from_preset(best["arch"], best["preset"], 2, hidden=best.get("hidden"), layers=best.get("layers"))
     explicit = st.toggle("Explicit sizes", "hidden" in best, key="explicit_sizes", persist_state="session",
                          help="Off: a size preset. On: embedding, hidden and layers yourself.")
     if explicit:
         c1, c2, c3 = st.columns(3)
-        embedding = c1.number_input("Embedding", 4, 2048, sized.embedding, key="embedding", persist_state="session")
-        hidden = c2.number_input("Hidden", 4, 4096, sized.hidden, key="hidden", persist_state="session")
-        layers = c3.number_input("Layers", 1, 16, sized.layers, key="layers", persist_state="session")
+        embedding = c1.number_input("Embedding", value=sized.embedding, key="embedding", persist_state="session",
+                                    help="Width of each token's vector.")
+        hidden = c2.number_input("Hidden", value=sized.hidden, key="hidden", persist_state="session",
+                                 help="Width of the model's state: RNN units, CNN channels or attention width.")
+        layers = c3.number_input("Layers", value=sized.layers, key="layers", persist_state="session",
+                                 help="Stacked RNN layers, convolution layers or transformer blocks.")
         preset = "small"
     else:
         preset = st.selectbox("Size preset", PRESETS, index=PRESETS.index(best["preset"]), key="preset",
-                              persist_state="session")
+                              persist_state="session", help="Embedding, hidden and layers chosen together.")
         embedding = hidden = layers = None
-    dropout = st.slider("Dropout", 0.0, 0.7, best["dropout"], 0.05, key="dropout", persist_state="session")
+    dropout = st.slider("Dropout", 0.0, 0.7, best["dropout"], 0.05, key="dropout", persist_state="session",
+                        help="Share of activations dropped while training, against overfitting.")
 with middle:
     st.markdown("**Optimization**")
     c1, c2 = st.columns(2)
-    lr = c1.number_input("Learning rate", 1e-5, 1.0, best["lr"], format="%.4f", step=5e-4, key="lr",
-                         persist_state="session")
-    weight_decay = c2.number_input("Weight decay", 0.0, 10.0, best.get("weight_decay", TrainConfig.weight_decay),
+    lr = c1.number_input("Learning rate", value=float(best["lr"]), format="%.4f", step=5e-4, key="lr",
+                         persist_state="session", help="AdamW's peak learning rate (warm-up, then cosine decay).")
+    weight_decay = c2.number_input("Weight decay", value=float(best.get("weight_decay", TrainConfig.weight_decay)),
                                    format="%.3f", step=0.01, key="weight_decay", persist_state="session",
                                    help="AdamW's decoupled weight decay on matrices and embeddings.")
     c1, c2 = st.columns(2)
-    batch = c1.number_input("Batch size", 1, 1024, best["batch_size"], key="batch", persist_state="session")
-    seq_len = c2.number_input("Sequence length", 8, 2048, best["seq_len"], key="seq_len", persist_state="session")
+    batch = c1.number_input("Batch size", value=best["batch_size"], key="batch", persist_state="session",
+                            help="Windows of text per optimizer step.")
+    seq_len = c2.number_input("Sequence length", value=best["seq_len"], key="seq_len", persist_state="session",
+                              help="Tokens per window: how far back the gradient reaches.")
     c1, c2 = st.columns(2)
-    eval_every = c1.number_input("Evaluate every (steps)", 5, 100_000, best["eval_every"], key="eval_every",
-                                 persist_state="session")
-    patience = c2.number_input("Patience (evaluations)", 0, 100, 0, key="patience", persist_state="session",
+    eval_every = c1.number_input("Evaluate every (steps)", value=best["eval_every"], key="eval_every",
+                                 persist_state="session", help="Steps between validation passes and samples.")
+    patience = c2.number_input("Patience (evaluations)", value=0, key="patience", persist_state="session",
                                help="Stop after this many evaluations without a better validation loss; 0: off.")
 with right:
     st.markdown("**Budget and device**")
     budget_kind = st.radio("Budget in", BUDGETS, horizontal=True, key="budget_kind",
-                           persist_state="session")
-    defaults = {"steps": (1000, 1, 1_000_000, 100), "epochs": (1.0, 0.01, 1000.0, 0.5),
-                "minutes": (5.0, 0.1, 24 * 60.0, 1.0)}[budget_kind]
-    budget = st.number_input(f"Budget ({budget_kind})", *defaults[1:3], defaults[0], step=defaults[3],
-                             key=f"budget_{budget_kind}", persist_state="session")
+                           persist_state="session", help="Count the training budget in steps, epochs or minutes.")
+    default, step = {"steps": (1000, 100), "epochs": (1.0, 0.5), "minutes": (5.0, 1.0)}[budget_kind]
+    budget = st.number_input(f"Budget ({budget_kind})", value=default, step=step, key=f"budget_{budget_kind}",
+                             persist_state="session", help="Training stops when it is spent (or stopped early).")
     devices = state.device_options()
-    device = st.selectbox("Device", devices, format_func=state.device_label, key="device", persist_state="session")
-    precision = st.selectbox("Precision", list(PRECISIONS), list(PRECISIONS).index(best["precision"]),
-                             format_func=PRECISIONS.get, key="precision", persist_state="session",
-                             help="bf16 autocast is faster on GPUs and on CPUs with bf16 units; "
-                                  "weights and optimizer stay fp32.")
-    seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed", persist_state="session")
+    device = st.selectbox("Device", devices, format_func=state.device_label, key="device", persist_state="session",
+                          help="Where the model trains.")
+    precisions = list(precision_options(device))  # bf16 only where the device has bf16 units
+    precision = st.selectbox("Precision", precisions, precisions.index(best["precision"]) if best["precision"]
+                             in precisions else 0, format_func=PRECISIONS.get, key="precision",
+                             persist_state="session",
+                             help="bf16 autocast is faster on GPUs and on CPUs with bf16 units (offered only "
+                                  "there); weights and optimizer stay fp32.")
+    seed = st.number_input("Seed", value=0, key="seed", persist_state="session",
+                           help="The same seed gives the same batches and dropout.")
+budget_field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
+train_fields = {"lr": ("Learning rate", float(lr)), "weight_decay": ("Weight decay", float(weight_decay)),
+                "batch_size": ("Batch size", int(batch)), "seq_len": ("Sequence length", int(seq_len)),
+                "eval_every": ("Evaluate every (steps)", int(eval_every)),
+                "patience": ("Patience (evaluations)", int(patience) or None), "seed": ("Seed", int(seed)),
+                budget_field: (f"Budget ({budget_kind})", int(budget) if budget_kind == "steps" else float(budget))}
+model_fields = {"embedding": ("Embedding", embedding), "hidden": ("Hidden", hidden), "layers": ("Layers", layers)}
 
 
 def settings(check_memory_for_new_model: bool = True) -> RunSettings:
-    field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
-    train = TrainConfig(batch_size=int(batch), seq_len=int(seq_len), lr=float(lr), weight_decay=float(weight_decay),
-                        eval_every=int(eval_every),
-                        log_every=min(10, int(eval_every)), patience=int(patience) or None, device=device,
-                        precision=precision, cpu_threads=best.get("cpu_threads") if device == "cpu" else None,
-                        seed=int(seed), **{field: int(budget) if budget_kind == "steps" else float(budget)})
+    values = {name: value for name, (_, value) in train_fields.items()}
+    train = TrainConfig(**values, log_every=max(1, min(10, values["eval_every"])), device=device, precision=precision,
+                        cpu_threads=best.get("cpu_threads") if device == "cpu" else None)
     run = RunSettings(tokenizer=kind, vocab_size=vocab, arch=arch, preset=preset, embedding=embedding,
                       hidden=hidden, layers=layers, dropout=float(dropout), val_fraction=val_fraction, train=train)
     config = ModelConfig.from_preset(arch, preset, state.vocab_estimate(corpus, vocab), embedding=embedding, hidden=hidden,
@@ -101,16 +118,26 @@ def settings(check_memory_for_new_model: bool = True) -> RunSettings:
     return run
 
 
+# every bad field named with the engine's message; then the settings together (sizes, memory)
+train_problems = field_problems(lambda **value: TrainConfig(**value).validated(), train_fields)
+problems = train_problems + field_problems(
+    lambda **value: ModelConfig.from_preset(arch, preset, state.vocab_estimate(corpus, vocab), **value),
+    model_fields if explicit else {})
+problems = problems or refusal(settings)
+show_problems(problems, "start")
+
 job = ss.train_job
 running = job is not None and job.active
 buttons = st.container(horizontal=True)
-start = buttons.button("Start", type="primary", icon=":material/play_arrow:", disabled=running or corpus is None)
+start = buttons.button("Start", type="primary", icon=":material/play_arrow:",
+                       disabled=running or corpus is None or bool(problems))
 stop = buttons.button("Stop", icon=":material/stop:", disabled=not running)
-resume = buttons.button("Resume", icon=":material/resume:", disabled=running or job is None or not job.can_resume(),
-                   help="Continue the last run from its checkpoint with the budget above (raise it if the "
-                        "run reached its budget).")
+resume = buttons.button("Resume", icon=":material/resume:",
+                        disabled=running or job is None or not job.can_resume() or bool(train_problems),
+                        help="Continue the last run from its checkpoint with the budget above (raise it if the "
+                             "run reached its budget).")
 try:
-    if start:
+    if start and not problems:
         job = new_job(corpus, settings(), owner=ss.owner)
         get_registry().submit(job)
         ss.train_job = job
@@ -118,11 +145,11 @@ try:
     if stop and job is not None:
         job.stop()
         st.rerun()
-    if resume and job is not None:
+    if resume and job is not None and not train_problems:
         get_registry().resume(job, settings(check_memory_for_new_model=False).train)
         st.rerun()
 except TextgenError as exc:
-    st.error(str(exc), icon=":material/block:")
+    st.error(escape_markdown(exc), icon=":material/block:")
 
 if job is None:
     st.info("Set the model and budget, then press **Start**: the loss curves, progress and a sample "
@@ -137,4 +164,4 @@ if job.bundle is not None and not job.active:
                        f"{job.out_dir.name}.zip", mime="application/zip", icon=":material/download:",
                        on_click="ignore")
     c2.page_link("pages/generate.py", label="Generate text with it", icon=":material/auto_awesome:")
-    c3.caption(f"Saved in `{job.out_dir}`")
+    c3.caption(f"Saved in {escape_markdown(job.out_dir)}")

@@ -1,5 +1,6 @@
 """Helpers for the Streamlit AppTest suites (tests/test_app_*.py): isolated folders, tiny settings."""
 import json
+import re
 import time
 from pathlib import Path
 
@@ -68,6 +69,12 @@ def join(jobs, timeout: float = 120) -> None:
 
 def texts(elements) -> list[str]:
     return [e.value for e in elements]
+
+
+def plain(markdown: str) -> str:
+    """Markdown's backslash escapes undone: the text as the browser shows it (names and engine
+    messages reach Markdown escaped)."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
 
 
 def all_text(at: AppTest) -> str:

@@ -113,23 +113,30 @@ def test_text_shorter_than_one_window_ends_with_a_clear_message(app_env):
 POSITIVE = ("embedding", "hidden", "layers", "lr", "batch", "seq_len", "eval_every", "budget_steps")
 
 
+def start_disabled(at, label: str = "Start") -> bool:
+    (button,) = [b for b in at.button if b.label == label]
+    return button.disabled
+
+
 def test_numeric_settings_cannot_be_zero_or_negative(app_env):
+    """The fields have no widget bounds (a browser keeps the old value of a field out of its bounds,
+    silently): the engine's validators refuse a bad value, the page names it, and Start stays off."""
     at = set_values(page(upload(new_app()), "train"), explicit_sizes=True)
-    for key in POSITIVE:
-        widget = at.number_input(key=key)
-        assert widget.min is not None and widget.min > 0 and widget.max is not None, key
-    for key in ("patience", "seed"):  # 0 is meaningful here: no early stopping, seed 0
-        assert at.number_input(key=key).min == 0
-    for kind in ("epochs", "minutes"):
-        at = set_values(at, budget_kind=kind)
-        assert at.number_input(key=f"budget_{kind}").min > 0
-    at = set_values(at, budget_kind="steps")
-    defaults = {key: at.number_input(key=key).value for key in POSITIVE}
-    # what a hand-made request might send: out of range falls back to the default, no exception
     at = set_values(at, embedding=0, hidden=-1, layers=0, lr=-1.0, batch=0, seq_len=-5, eval_every=0,
-                    budget_steps=0)
-    assert not at.exception and not at.error
-    assert {key: at.number_input(key=key).value for key in POSITIVE} == defaults
+                    budget_steps=0, patience=-1)
+    assert not at.exception
+    (error,) = texts(at.error)
+    for label in ("Embedding", "Hidden", "Layers", "Learning rate", "Batch size", "Sequence length",
+                  "Evaluate every (steps)", "Budget (steps)", "Patience (evaluations)"):
+        assert f"**{label}**" in error, label
+    assert "embedding must be a whole number from 1 to 8192 (got 0)" in error
+    assert "seq len must be a whole number from 1 to 1000000 (got -5)" in error
+    assert start_disabled(at) and at.session_state["train_job"] is None
+    for kind in ("epochs", "minutes"):
+        at = set_values(set_values(at, budget_kind=kind), **{f"budget_{kind}": 0.0})
+        assert f"**Budget ({kind})**" in texts(at.error)[0] and "must be above 0 (got 0.0)" in texts(at.error)[0]
+    at = set_values(at, patience=0, seed=0)  # 0 is meaningful here: no early stopping, seed 0
+    assert "Patience" not in texts(at.error)[0] and "Seed" not in texts(at.error)[0]
 
 
 @pytest.mark.parametrize("eval_every, kept", [(5, True), (50, False)])
@@ -158,12 +165,12 @@ def test_a_model_too_big_for_the_memory_is_refused_before_starting(app_env, monk
     from textgen_core import memory
     monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 200_000_000)
     at = set_values(page(upload(new_app()), "train"), explicit_sizes=True)
-    at = click(set_values(at, hidden=4096, layers=16), "Start")  # the widgets' largest sizes
-    assert not at.exception and at.session_state["train_job"] is None
+    at = set_values(at, hidden=4096, layers=16)  # refused before Start is pressed: Start is off
+    assert not at.exception and at.session_state["train_job"] is None and start_disabled(at)
     (error,) = texts(at.error)
     assert "needs at least" in error and "more than the 0.2 GB free" in error
-    at = click(set_values(at, hidden=256, layers=1, batch=1024, seq_len=2048), "Start")
-    assert "with batches of 1024 x 2048 tokens needs at least" in texts(at.error)[0]
+    at = set_values(at, hidden=256, layers=1, batch=1024, seq_len=2048)
+    assert "with batches of 1024 x 2048 tokens needs at least" in texts(at.error)[0] and start_disabled(at)
     tiny = {k: v for k, v in TINY.items() if k != "preset"}
     at = click(set_values(at, **{**tiny, "budget_steps": 10}, embedding=16, hidden=64, layers=1), "Start")
     assert not at.error and at.session_state["train_job"] is not None
@@ -201,13 +208,17 @@ def test_greedy_ignores_the_seed(pretrained):
     assert texts(at.code) == first
 
 
-def test_sampling_widgets_bound_their_values(pretrained):
+def test_sampling_numbers_out_of_range_block_generate(pretrained):
     at = page(new_app(), "generate")
     assert at.slider(key="gen_temperature").min == 0 and at.slider(key="gen_top_p").min > 0
-    assert at.slider(key="gen_length").min >= 1 and at.number_input(key="gen_samples").min >= 1
+    assert at.slider(key="gen_length").min >= 1
     at = set_values(at, gen_top_k=-3, gen_samples=0, gen_seed=-1)
     assert not at.exception
-    assert (at.number_input(key="gen_top_k").value, at.number_input(key="gen_samples").value) == (0, 1)
+    (error,) = texts(at.error)
+    assert "**Top-k (0: off)**: top-k must be a whole number of at least 1 (got -3)" in error
+    assert "**Samples**: number of samples must be from 1 to 256 (got 0)" in error
+    assert "Seed" not in error  # any 64-bit seed is a seed
+    assert start_disabled(at, "Generate") and not at.code
 
 
 def test_no_temperature_chosen_disables_generate(pretrained):

@@ -2,7 +2,7 @@
 the job caps), a missing corpus is a clear error, and a finished recipe shows its table, curves and samples."""
 import pytest
 
-from app_support import all_text, app_env, click, join, new_app, plotly_specs, set_values, texts  # noqa: F401
+from app_support import all_text, app_env, click, join, new_app, plain, plotly_specs, set_values, texts  # noqa: F401
 from tests.conftest import shared_corpus
 from textgen_core.registry import get_registry
 from textgen_core.recipes import RECIPES
@@ -40,7 +40,7 @@ def test_missing_corpus_folder_is_a_clear_error(app_env, tmp_path, monkeypatch):
     monkeypatch.setenv("TEXTGEN_DATA_DIR", str(empty))
     at = run_recipe(recipes_page(new_app()), "shakespeare-gru")
     assert not at.exception
-    (error,) = texts(at.error)
+    (error,) = map(plain, texts(at.error))
     assert "tinyshakespeare.txt" in error and str(empty) in error and "set TEXTGEN_DATA_DIR" in error
     assert at.session_state["recipe_jobs"] == []
 

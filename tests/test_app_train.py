@@ -70,9 +70,9 @@ def test_stop_then_resume_continues_the_run(app_env):
 def test_bad_settings_are_refused_with_a_message(app_env):
     at = set_values(train_page(upload(new_app())), arch="attention", explicit_sizes=True)
     at = set_values(at, hidden=30)
-    at = click(at, "Start")
     assert not at.exception
     assert any("must be divisible by heads" in t for t in texts(at.error))
+    assert [b.disabled for b in at.button if b.label == "Start"] == [True]
     assert at.session_state["train_job"] is None
 
 

@@ -8,6 +8,7 @@ whenever the owner's page runs or polls.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -164,18 +165,48 @@ class JobRegistry:
 
 
 _registry: Optional[JobRegistry] = None
+_registry_warnings: tuple[str, ...] = ()
 _registry_lock = threading.Lock()
 
 
+def _env_number(name: str, default: float, whole: bool) -> tuple[float, Optional[str]]:
+    """The environment variable ``name`` as a number above 0 (a whole one when ``whole``), or
+    ``default`` and a message saying what is wrong with it when it is set to anything else."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default, None
+    try:
+        value = int(raw) if whole else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        rule = "a whole number of at least 1" if whole else "a number of seconds above 0"
+        return default, f"{name} must be {rule} (got {raw!r}); using the default, {default:g}"
+    return value, None
+
+
+def env_limits() -> tuple[int, float, list[str]]:
+    """(trainings at once, seconds before an unfollowed job stops, what is wrong with the variables)
+    from TEXTGEN_MAX_JOBS and TEXTGEN_JOB_TIMEOUT_S; a bad value falls back to its default."""
+    max_running, bad_max = _env_number(MAX_RUNNING_ENV, DEFAULT_MAX_RUNNING, whole=True)
+    stale, bad_stale = _env_number(STALE_AFTER_ENV, DEFAULT_STALE_AFTER_S, whole=False)
+    return int(max_running), float(stale), [m for m in (bad_max, bad_stale) if m]
+
+
 def get_registry() -> JobRegistry:
-    """The process-wide registry (limits from TEXTGEN_MAX_JOBS and TEXTGEN_JOB_TIMEOUT_S)."""
-    global _registry
+    """The process-wide registry (limits from TEXTGEN_MAX_JOBS and TEXTGEN_JOB_TIMEOUT_S; a bad
+    value is logged, listed by ``registry_warnings`` and replaced by its default)."""
+    global _registry, _registry_warnings
     with _registry_lock:
         if _registry is None:
-            try:
-                max_running = int(os.environ.get(MAX_RUNNING_ENV) or DEFAULT_MAX_RUNNING)
-                stale = float(os.environ.get(STALE_AFTER_ENV) or DEFAULT_STALE_AFTER_S)
-            except ValueError as exc:
-                raise ConfigError(f"{MAX_RUNNING_ENV} and {STALE_AFTER_ENV} must be numbers ({exc})") from exc
-            _registry = JobRegistry(max_running=max_running, stale_after_s=stale)
+            max_running, stale, warnings = env_limits()
+            for warning in warnings:
+                log.warning(warning)
+            _registry, _registry_warnings = JobRegistry(max_running=max_running, stale_after_s=stale), tuple(warnings)
         return _registry
+
+
+def registry_warnings() -> tuple[str, ...]:
+    """What was wrong with the environment variables when the process-wide registry was made."""
+    get_registry()
+    return _registry_warnings

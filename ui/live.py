@@ -11,6 +11,7 @@ from textgen_core.registry import get_registry
 
 from .charts import loss_figure
 from .state import fmt_seconds
+from .text import escape_markdown
 
 POLL_LEVELS = (2.0, 4.0, 8.0)  # seconds between polls: never faster than 2 s (the UI must not slow
 # training), and no faster than new points arrive: a slow model on a CPU logs every few seconds
@@ -73,21 +74,22 @@ def progress_text(snap: JobSnapshot) -> str:
 
 def show_status(snap: JobSnapshot) -> None:
     """One line saying what the job is doing or how it ended (early stopping says why)."""
+    name, message = escape_markdown(snap.name), escape_markdown(snap.message)
     if snap.status == QUEUED:
-        st.info(f"**{snap.name}** is waiting: {snap.message}", icon=":material/hourglass_top:")
+        st.info(f"**{name}** is waiting: {message}", icon=":material/hourglass_top:")
     elif snap.status == FAILED:
-        st.error(f"**{snap.name}** failed: {snap.message}", icon=":material/error:")
+        st.error(f"**{name}** failed: {message}", icon=":material/error:")
     elif snap.status == FINISHED:
         if snap.end is not None and snap.end.reason == "diverged":
-            st.warning(f"**{snap.name}**: {snap.message}", icon=":material/warning:")
+            st.warning(f"**{name}**: {message}", icon=":material/warning:")
         elif snap.end is not None and snap.end.reason == "early_stopping":
-            st.info(f"**{snap.name}**: {snap.message}", icon=":material/trending_up:")
+            st.info(f"**{name}**: {message}", icon=":material/trending_up:")
         else:
-            st.success(f"**{snap.name}** finished: {snap.message}", icon=":material/check_circle:")
+            st.success(f"**{name}** finished: {message}", icon=":material/check_circle:")
     elif snap.status == STOPPED:
-        st.warning(f"**{snap.name}**: {snap.message}", icon=":material/stop_circle:")
+        st.warning(f"**{name}**: {message}", icon=":material/stop_circle:")
     else:
-        st.caption(f"**{snap.name}**: {snap.message} on {snap.device or 'the device'}")
+        st.caption(f"**{name}**: {message} on {snap.device or 'the device'}")
 
 
 def show_job(snap: JobSnapshot) -> None:

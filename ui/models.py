@@ -18,6 +18,7 @@ from textgen_core.hub import CARD_FILE, CONFIG_FILE, HUB_FILE_PATTERNS, WEIGHTS_
 from textgen_core.recipes import SHARED_DATA
 
 from .state import session_jobs
+from .text import escape_markdown, fmt_number, number
 
 PRETRAINED_ENV = "TEXTGEN_PRETRAINED_DIR"
 DEFAULT_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -128,13 +129,14 @@ def hub_load_form(key: str, select_key: Optional[str] = None) -> None:
             state[f"{key}_result"] = ("error", str(exc))
 
     with st.form(key):
-        st.text_input("Repo id", placeholder="owner/name", key=f"{key}_repo")
+        st.text_input("Repo id", placeholder="owner/name", key=f"{key}_repo",
+                      help="A model repo on the Hugging Face Hub, made by this project or in its format.")
         st.form_submit_button("Load", icon=":material/cloud_download:", on_click=load)
     kind, message = state.pop(f"{key}_result", (None, None))
     if kind == "success":
-        st.success(message, icon=":material/cloud_done:")
+        st.success(escape_markdown(message), icon=":material/cloud_done:")
     elif kind == "error":
-        st.error(message, icon=":material/cloud_off:")
+        st.error(escape_markdown(message), icon=":material/cloud_off:")
 
 
 def zip_model_folder(folder: Path) -> bytes:
@@ -147,29 +149,49 @@ def zip_model_folder(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def run_info(bundle: Bundle) -> dict:
+    """The bundle's run.json, or an empty dict when it is not a JSON object."""
+    return bundle.info if isinstance(bundle.info, dict) else {}
+
+
 def card_rows(bundle: Bundle) -> list[tuple[str, str]]:
-    """The model card's main facts as (field, value) rows."""
-    info, config = bundle.info, bundle.model.config
+    """The model card's main facts as (field, plain text) rows. Values from run.json are shown only
+    when they have the right type: a hand-edited or broken file leaves a row out or shows "?"."""
+    info, config = run_info(bundle), bundle.model.config
     rows = []
-    corpus = info.get("corpus") or {}
-    if corpus:
-        rows.append(("corpus", f"{corpus.get('name', '?')} ({corpus.get('chars', 0):,} characters)"))
+    corpus = info.get("corpus")
+    if isinstance(corpus, dict) and corpus:
+        chars = fmt_number(corpus.get("chars"), ",", "?")
+        rows.append(("corpus", f"{_text(corpus.get('name'))} ({chars} characters)"))
     rows.append(("tokenizer", f"{bundle.tokenizer.kind}, {bundle.tokenizer.vocab_size:,} tokens"))
     sizes = f"embedding {config.embedding}, hidden {config.hidden}, layers {config.layers}"
     if config.arch in ("cnn", "attention"):
         sizes += f", context {config.context}"
     rows.append(("architecture", f"{config.arch.upper()}: {sizes}, dropout {config.dropout}"))
     rows.append(("parameters", f"{bundle.model.num_parameters():,}"))
-    if info.get("best_val_loss") is not None:
-        rows.append(("best validation loss", f"{info['best_val_loss']:.4f} nats/token at step {info.get('best_step')}"))
-    if info.get("best_val_bpc") is not None:
+    if number(info.get("best_val_loss")) is not None:
+        rows.append(("best validation loss", f"{info['best_val_loss']:.4f} nats/token at step "
+                                             f"{fmt_number(info.get('best_step'), ',', '?')}"))
+    if number(info.get("best_val_bpc")) is not None:
         rows.append(("best validation bits per char", f"{info['best_val_bpc']:.4f}"))
-    if info.get("steps") is not None:
-        rows.append(("training", f"{info['steps']} steps in {info.get('elapsed_s', 0):.0f} s "
-                                 f"on {info.get('hardware', '?')}"))
-    if info.get("stop_message"):
+    if number(info.get("steps")) is not None:
+        rows.append(("training", f"{fmt_number(info['steps'], ',')} steps in "
+                                 f"{fmt_number(info.get('elapsed_s'), '.0f', '?')} s on {_text(info.get('hardware'))}"))
+    if isinstance(info.get("stop_message"), str) and info["stop_message"]:
         rows.append(("stopped because", info["stop_message"]))
     return rows
+
+
+def model_summary(bundle: Bundle) -> str:
+    """One Markdown line: architecture, tokenizer, parameters and, when run.json has it, the best bits per char."""
+    bpc = number(run_info(bundle).get("best_val_bpc"))
+    best = f" · best validation {bpc:.3f} bits/char" if bpc else ""
+    return (f"{bundle.model.config.arch.upper()} · {escape_markdown(bundle.tokenizer.kind)} tokenizer · "
+            f"{bundle.model.num_parameters():,} parameters{best}")
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) and value.strip() else "?"
 
 
 def card_markdown(bundle: Bundle) -> Optional[str]:

@@ -18,6 +18,7 @@ from textgen_core.recipes import Recipe
 from .charts import compare_figure, loss_figure
 from .live import progress_text, show_status
 from .sampling import tokens_for_chars
+from .text import MISSING, escape_markdown
 
 SAMPLE_CHARS = 200  # about this many characters per sample, at temperature 0.8 and seed 1
 REASONS = {"max_steps": "step budget", "epochs": "epoch budget", "time": "time cap",
@@ -59,7 +60,7 @@ def submit_waiting(jobs: Sequence[TrainingJob], owner: str) -> list[TrainingJob]
 def waiting_note(pending: Sequence[TrainingJob], owner: str) -> str:
     """Why runs wait, and what happens to them."""
     registry = get_registry()
-    names = ", ".join(f"**{j.name}**" for j in pending)
+    names = ", ".join(f"**{escape_markdown(j.name)}**" for j in pending)
     if registry.active_jobs(owner):
         why = (f"you may have at most {registry.max_per_owner} trainings running or waiting at once, "
                "and your other trainings fill that")
@@ -98,9 +99,9 @@ def show_runs(snaps: Sequence[JobSnapshot], item: Recipe) -> None:
     snaps = labelled(snaps, item)
     for snap in snaps:
         if snap.status == "running":
-            st.progress(min(1.0, snap.progress), text=f"**{snap.name}**: {progress_text(snap)}")
+            st.progress(min(1.0, snap.progress), text=f"**{escape_markdown(snap.name)}**: {progress_text(snap)}")
         elif snap.status == QUEUED:
-            st.caption(f"**{snap.name}** waits for its turn.")
+            st.caption(f"**{escape_markdown(snap.name)}** waits for its turn.")
         else:
             show_status(snap)  # how it ended, e.g. the early-stopping message
     overlay, single = st.columns(2)
@@ -112,7 +113,7 @@ def show_runs(snaps: Sequence[JobSnapshot], item: Recipe) -> None:
         snap = snaps[names.index(shown)] if shown in names else snaps[0]
         st.plotly_chart(loss_figure(snap), key="recipe-loss", config={"displaylogo": False})
     number = st.column_config.NumberColumn
-    st.dataframe(results_table(snaps), hide_index=True,
+    st.dataframe(results_table(snaps), hide_index=True, placeholder=MISSING,  # a value a run lacks: a dash
                  column_config={"parameters": number(format="localized")})
 
 

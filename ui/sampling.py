@@ -8,6 +8,8 @@ from typing import Sequence
 from textgen_core import Bundle, SamplingOptions
 from textgen_core.sampling import stream_text
 
+from .text import number
+
 REFRESH_S = 0.1  # redraw streamed text at most ten times a second
 
 
@@ -32,5 +34,7 @@ def stream_into(placeholders: Sequence, bundle: Bundle, prompt: str, options: Sa
 
 def tokens_for_chars(bundle: Bundle, chars: int) -> int:
     """How many tokens make about ``chars`` characters for this model's tokenizer."""
-    per_token = float(bundle.info.get("chars_per_token") or 1.0)
-    return max(1, math.ceil(chars / max(per_token, 1e-6)))
+    info = bundle.info if isinstance(bundle.info, dict) else {}
+    per_token = number(info.get("chars_per_token"))
+    per_token = per_token if per_token is not None and per_token >= 1e-3 else 1.0  # a broken run.json: 1
+    return max(1, math.ceil(chars / per_token))
