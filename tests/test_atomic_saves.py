@@ -33,8 +33,11 @@ while True:
         for p in model.parameters():
             p.fill_(float(i))
     hub.save_folder(folder, model, tokenizer, [], {"name": f"v{i}"}, "# card\n")
+    state = {"step": i, "elapsed": 0.0, "optimizer": {"param_groups": [], "state": {}}, "history": [],
+             "best_step": i, "best_val_loss": 1.0}
     checkpoint.write_resume(__import__("pathlib").Path(folder) / "checkpoint",
-                            {"model.w": torch.full((1000, 1000), float(i))}, {"step": i})
+                            {"model.w": torch.full((1000, 1000), float(i))}, state,
+                            best={"w": torch.full((500, 1000), float(i))})
 """
 
 
@@ -46,7 +49,7 @@ def test_kill_during_save_leaves_a_loadable_folder(tmp_path, delay):
     try:
         assert proc.stdout.readline().strip() == "ready"
         deadline = time.time() + 60
-        while not (folder / "checkpoint" / "resume.json").exists() and time.time() < deadline:
+        while not (folder / "checkpoint" / "latest.json").exists() and time.time() < deadline:
             time.sleep(0.05)  # at least one complete save first
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -56,8 +59,10 @@ def test_kill_during_save_leaves_a_loadable_folder(tmp_path, delay):
     bundle = tg.load(folder)                       # the model folder reads back whole
     first = next(bundle.model.parameters()).flatten()[0].item()
     assert all(torch.all(p == first) for p in bundle.model.parameters())  # one version, not a mix
-    tensors, state = checkpoint.read_resume(folder / "checkpoint")
+    tensors, state, best = checkpoint.read_resume(folder / "checkpoint")
     assert tensors["model.w"].shape == (1000, 1000) and state["step"] >= 1
+    # one unit: the state, its tensors and its best weights all come from the same save
+    assert torch.all(tensors["model.w"] == state["step"]) and torch.all(best["w"] == state["step"])
     leftovers = [p.name for p in folder.rglob("*") if p.name.endswith(".tmp")]
     assert len(leftovers) <= 2  # at most the files that were being written when killed
 

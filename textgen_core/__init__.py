@@ -3,22 +3,39 @@
     import textgen_core as tg
     bundle = tg.load("pretrained/shakespeare-char-lstm")   # or "owner/name" on the Hub
     print(tg.generate(bundle, prompt="ROMEO:", length=200, temperature=0.8, seed=1)[0])
-"""
-from .api import evaluate, generate, load, stream
-from .corpus import Corpus, read_file, read_text
-from .errors import (ConfigError, CorpusError, HubError, ModelFolderError, TextgenError,
-                     TrainingDiverged)
-from .hub import Bundle
-from .models import ARCHITECTURES, PRESETS, ModelConfig, build_model
-from .runs import RunSettings, train_model
-from .sampling import SamplingOptions
-from .tokenizers import TOKENIZER_KINDS, make_tokenizer
-from .training import EvalResult, History, TrainConfig, Trainer, TrainingEnded, TrainProgress
 
-__all__ = [
-    "ARCHITECTURES", "PRESETS", "TOKENIZER_KINDS", "Bundle", "ConfigError", "Corpus", "CorpusError",
-    "EvalResult", "History", "HubError", "ModelConfig", "ModelFolderError", "RunSettings",
-    "SamplingOptions", "TextgenError", "TrainConfig", "Trainer", "TrainingDiverged", "TrainingEnded",
-    "TrainProgress", "build_model", "evaluate", "generate", "load", "make_tokenizer", "read_file",
-    "read_text", "stream", "train_model",
-]
+The names below load on first use: importing the package itself does not load torch, so that
+``python -m textgen_core`` answers Ctrl-C while torch loads, and ``--help`` is quick.
+"""
+from importlib import import_module
+
+from .errors import (ConfigError, CorpusError, HubError, ModelFolderError, TextgenError,  # noqa: F401
+                     TrainingDiverged)
+
+_LAZY = {
+    "evaluate": "api", "generate": "api", "load": "api", "stream": "api",
+    "Corpus": "corpus", "read_file": "corpus", "read_text": "corpus",
+    "Bundle": "hub",
+    "ARCHITECTURES": "models", "PRESETS": "models", "ModelConfig": "models", "build_model": "models",
+    "RunSettings": "runs", "train_model": "runs",
+    "SamplingOptions": "sampling",
+    "TOKENIZER_KINDS": "tokenizers", "make_tokenizer": "tokenizers",
+    "EvalResult": "training", "History": "training", "TrainConfig": "training", "Trainer": "training",
+    "TrainingEnded": "training", "TrainProgress": "training",
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'textgen_core' has no attribute {name!r}")
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(["ConfigError", "CorpusError", "HubError", "ModelFolderError", "TextgenError",
+                  "TrainingDiverged", *_LAZY])

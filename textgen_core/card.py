@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import platform
+from typing import Optional
 
 import torch
 
 
-def hardware_name(device: torch.device) -> str:
+def hardware_name(device: torch.device, threads: Optional[int] = None) -> str:
+    """The GPU's name, or the CPU with the threads the run trained on (``threads``; None: torch's
+    setting now, which is not the run's when it set its own count)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
+    threads = threads or torch.get_num_threads()
     return f"CPU ({platform.machine()}, {threads} thread{'s' if threads != 1 else ''})"
 
 

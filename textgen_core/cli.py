@@ -20,7 +20,7 @@ from . import api, hub, pretrained, recipes
 from .corpus import read_file
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
-from .runs import PreparedRun, RunSettings, finish_run, prepare_run
+from .runs import PreparedRun, RunSettings, finish_run, interrupts_stop, prepare_run, settings_for_resume
 from .tokenizers import TOKENIZER_KINDS
 from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
 
@@ -33,10 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model on a text file")
     train.add_argument("corpus", help="a plain-text file (any common encoding)")
     train.add_argument("--out", required=True, help="model folder to write (or resume)")
-    train.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="char")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the model in --out, or write beside files this project did not write "
+                            "(files of the model's names are replaced; nothing else is deleted)")
+    # The run's identity (None: not given): a resume takes the saved values and refuses changed ones.
+    train.add_argument("--tokenizer", choices=TOKENIZER_KINDS, help="char (default), word or sentencepiece")
     train.add_argument("--vocab-size", type=int, help="word-vocabulary cap or SentencePiece size")
-    train.add_argument("--model", choices=ARCHITECTURES, default="gru")
-    train.add_argument("--preset", choices=PRESETS, default="small")
+    train.add_argument("--model", choices=ARCHITECTURES, help="gru (default), lstm, cnn or attention")
+    train.add_argument("--preset", choices=PRESETS, help="model size (default small)")
     for name in ("embedding", "hidden", "layers", "context"):
         train.add_argument(f"--{name}", type=int, help=f"override the preset's {name}")
     train.add_argument("--dropout", type=float, help="override the preset's dropout")
@@ -49,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=float)
     train.add_argument("--max-minutes", type=float)
     train.add_argument("--eval-every", type=int, default=defaults.eval_every)
-    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--val-fraction", type=float, help="last share of the text held out for validation "
+                       "(default 0.1)")
     train.add_argument("--patience", type=int, help="evaluations without improvement before stopping")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=defaults.precision,
@@ -94,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 class _Progress:
     """tqdm bar fed by trainer events; evaluations are printed as lines above it."""
 
-    def __init__(self, total: Optional[int]) -> None:
-        self.total, self.bar, self.val = total, None, ""
+    def __init__(self, total: Optional[int], initial: int = 0) -> None:
+        self.total, self.initial, self.bar, self.val = total, initial, None, ""
 
     def __call__(self, event) -> None:
         if self.bar is None:  # created on the first event, so early errors print alone
-            self.bar = tqdm(total=self.total, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=self.total, initial=self.initial, unit="step", dynamic_ncols=True,
+                            file=sys.stderr)
         if isinstance(event, TrainProgress):
             self.bar.update(event.step - self.bar.n)
             self.bar.set_postfix_str(f"loss {event.train_loss:.3f}{self.val} {event.tokens_per_s:,.0f} tok/s")
@@ -109,12 +115,16 @@ class _Progress:
             tqdm.write(f"step {event.step:>6}  train {event.train_loss:.4f}  val {event.val_loss:.4f} "
                        f"({event.val_bpc:.3f} bits/char){mark}", file=sys.stderr)
         elif isinstance(event, TrainingEnded):
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
             self.bar.close()
 
 
 def describe_run(run: PreparedRun) -> str:
     trainer, cfg = run.trainer, run.model.config
-    return (f"{cfg.arch} model, {run.model.num_parameters():,} parameters; {run.tokenizer.kind} tokenizer, "
+    return ("".join(f"note: {note}\n" for note in run.notes) + f"{cfg.arch} model, {run.model.num_parameters():,} parameters; {run.tokenizer.kind} tokenizer, "
             f"{run.tokenizer.vocab_size:,} tokens; {len(trainer.train_ids):,} training and "
             f"{len(trainer.val_ids):,} validation tokens; device {trainer.device}"
             + (f"; resuming at step {trainer.step}" if trainer.step else "")
@@ -129,34 +139,58 @@ def run_train(args: argparse.Namespace) -> int:
                                eval_every=args.eval_every, patience=args.patience,
                                device=args.device, precision=args.precision, cpu_threads=args.cpu_threads,
                                seed=args.seed).validated()
-    settings = RunSettings(tokenizer=args.tokenizer, vocab_size=args.vocab_size, arch=args.model,
-                           preset=args.preset, embedding=args.embedding, hidden=args.hidden,
-                           layers=args.layers, dropout=args.dropout, context=args.context,
-                           val_fraction=args.val_fraction, train=train_config)
-    run = prepare_run(corpus, settings, args.out, resume=args.resume,
-                      command="python -m textgen_core " + shlex.join(args.argv))
-    print(describe_run(run), file=sys.stderr)
-    run.trainer.callbacks.append(_Progress(run.trainer.total_steps))
-    stop = threading.Event()
-    # First Ctrl-C: finish the current step, keep the best weights, write the folder.
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    given = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, arch=args.model, preset=args.preset,
+                 embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
+                 context=args.context, val_fraction=args.val_fraction)
+    if args.resume:  # what was not given comes from the saved run; what was given must match it
+        settings = settings_for_resume(args.out, **given, train=train_config)
+    else:
+        settings = RunSettings(**{k: v for k, v in given.items() if v is not None}, train=train_config)
+    run = prepare_run(corpus, settings, args.out, resume=args.resume, overwrite=args.overwrite,
+                      command=recorded_command(args.argv))
     try:
-        history = run.trainer.fit(stop)
+        return _train_prepared(run, args.out)
     finally:
-        signal.signal(signal.SIGINT, previous)
-    result = finish_run(run, history)
+        run.release()
+
+
+def _train_prepared(run: PreparedRun, out: str) -> int:
+    print(describe_run(run), file=sys.stderr)
+    progress = _Progress(run.trainer.total_steps, initial=run.trainer.step)
+    run.trainer.callbacks.append(progress)
+    stop = threading.Event()
+    # First Ctrl-C, SIGTERM or SIGHUP: finish the current step, keep the best weights, write the
+    # folder, exit 130. A second one stops at once (the best weights are on disk already).
+    with interrupts_stop(stop, on_first=lambda signum: tqdm.write(
+            f"{signal.Signals(signum).name}: stopping after this step and saving the best weights "
+            "(once more to stop at once)", file=sys.stderr)) as interrupts:
+        try:
+            history = run.trainer.fit(stop)
+        finally:
+            progress.close()  # an error then prints on a line of its own
+        interrupts.saving = True
+        result = finish_run(run, history)
     end = result.history.end
     print(end.message)
-    print(f"saved to {args.out} ({result.bundle.model.num_parameters():,} parameters)")
-    return 0
+    print(f"saved to {out} ({result.bundle.model.num_parameters():,} parameters)")
+    return 130 if interrupts.received else 0
 
 
-def load_model(source: str):
-    """A pretrained name (Hub first, bundled copy as fallback), a folder, or a Hub repo id."""
-    entry = pretrained.find(source) if not Path(source).exists() else None
-    if entry is None:
-        return api.load(source)
-    bundle, note = pretrained.load_pretrained(entry)
+def recorded_command(argv: Sequence[str]) -> str:
+    """The command for the model card, with every absolute path cut to its last part: a card goes
+    to the Hub and must not carry the trainer's local folders."""
+    def local(arg: str) -> str:
+        if "=" in arg and arg.startswith("--"):
+            name, value = arg.split("=", 1)
+            return f"{name}={local(value)}"
+        return Path(arg).name if os.path.isabs(arg) else arg
+    return "python -m textgen_core " + shlex.join(local(arg) for arg in argv)
+
+
+def load_model(source: str) -> hub.Bundle:
+    """A folder, a pretrained name (Hub first, bundled copy as fallback) or a Hub repo id, as
+    ``pretrained.resolve`` finds it; which copy was loaded goes to stderr."""
+    bundle, note = pretrained.resolve(source)
     print(note, file=sys.stderr)
     return bundle
 
@@ -224,7 +258,7 @@ def run_recipe(args: argparse.Namespace) -> int:
     for run, result in results:
         text = api.generate(result.bundle, item.prompt, length=200, temperature=0.8, seed=1)[0]
         print(f"\n=== {run.label} (temperature 0.8, seed 1) ===\n{text}")
-    return 0
+    return 130 if results and results[-1][1].history.end.reason == "stopped" else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

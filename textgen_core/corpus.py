@@ -8,6 +8,7 @@ short Western text for cp1250 or cp1257. Line endings become "\\n".
 from __future__ import annotations
 
 import codecs
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,7 +16,8 @@ from pathlib import Path
 
 from charset_normalizer import from_bytes
 
-from textgen_core.errors import CorpusError
+from textgen_core.errors import CorpusError, UnsafeFileError
+from textgen_core.files import MAX_CORPUS_BYTES, read_bytes
 
 MIN_CHARS = 200  # below this a model has too little to learn from and nothing to validate on
 MAX_CONTROL_SHARE = 0.05  # more control characters than this means a binary file
@@ -46,6 +48,11 @@ class Corpus:
     text: str  # decoded, newlines normalised to "\n", no byte-order mark
     encoding: str  # how the bytes were decoded, e.g. "utf-8", "utf-8-sig", "utf-16", "cp1252"
     name: str  # file name or label used in messages
+
+    @cached_property
+    def sha256(self) -> str:
+        """The text's fingerprint: a resume checks it is the text the run was trained on."""
+        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
 
     @cached_property
     def stats(self) -> CorpusStats:
@@ -117,9 +124,11 @@ def read_file(path: str | Path, min_chars: int = MIN_CHARS) -> Corpus:
     if path.is_dir():
         raise CorpusError(f"{path} is a folder, not a file. Give the path of a text file.")
     try:
-        data = path.read_bytes()
+        data = read_bytes(path, MAX_CORPUS_BYTES)  # regular files only: a FIFO or /dev/zero is refused
     except FileNotFoundError:
         raise CorpusError(f"No such file: {path}. Check the path and try again.") from None
+    except UnsafeFileError as e:
+        raise CorpusError(f"{e}. Give the path of a plain-text file.") from None
     except OSError as e:
         raise CorpusError(f"Cannot read {path}: {e.strerror or e}. Check the file's permissions.") from None
     return read_text(data, name=path.name, min_chars=min_chars)

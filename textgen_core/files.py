@@ -88,6 +88,28 @@ def read_bytes(path: str | Path, max_bytes: int, tail: bool = False) -> bytes:
     return data
 
 
+def read_prefix(path: str | Path, n_bytes: int) -> tuple[bytes, int]:
+    """(at most the first ``n_bytes`` bytes, the whole size) of the regular file at ``path``:
+    a file's header without reading the rest. Refuses what ``read_bytes`` refuses, the same way."""
+    fd = os.open(Path(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFileError(f"{path} is {_kind(info.st_mode)}, not a regular file; only regular "
+                                  "files are read")
+        os.set_blocking(fd, True)
+        chunks, left = [], min(n_bytes, info.st_size)
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks), info.st_size
+
+
 def _no_constants(name: str) -> None:
     return None  # NaN, Infinity and -Infinity read as null: strict JSON has no such numbers
 
@@ -172,7 +194,7 @@ def write_failure(path: Path, exc: BaseException) -> WriteError:
     """A WriteError saying in words why ``path`` could not be written."""
     number = getattr(exc, "errno", None)
     if number is None:  # e.g. safetensors' own error type, which carries the OS error in its text
-        found = re.search(r"code: (\d+)", str(exc))
+        found = re.search(r"(?:code: |os error )(\d+)", str(exc))
         number = int(found.group(1)) if found else None
     reason = _ERRNO_WORDS.get(number) or (getattr(exc, "strerror", None) or str(exc).splitlines()[0][:200]
                                           if str(exc) else type(exc).__name__)

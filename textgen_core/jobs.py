@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .card import hardware_name
+from .checkpoint import has_checkpoint
 from .corpus import Corpus
 from .errors import ConfigError, TextgenError
 from .hub import Bundle
@@ -281,14 +282,14 @@ class TrainingJob:
         return not self.active
 
     def can_resume(self) -> bool:
-        return not self.active and (self.out_dir / CHECKPOINT_DIR).is_dir()
+        return not self.active and has_checkpoint(self.out_dir / CHECKPOINT_DIR)
 
     def prepare_resume(self, train: Optional[TrainConfig] = None) -> None:
         """Queue this finished job again to continue its model folder (``train``: a new budget)."""
         with self._lock:
             if self._status in ACTIVE:
                 raise ConfigError(f"{self.name} is still {self._status}; stop it first")
-            if not (self.out_dir / CHECKPOINT_DIR).is_dir():
+            if not has_checkpoint(self.out_dir / CHECKPOINT_DIR):
                 raise ConfigError(f"nothing to resume: {self.name} stopped before its first evaluation "
                                   "and saved no checkpoint; start a new training instead")
             if train is not None:
@@ -329,6 +330,12 @@ class TrainingJob:
 
     def _train_and_save(self) -> None:
         run = prepare_run(self.corpus, self.settings, self.out_dir, resume=self._resume, name=self.name)
+        try:
+            self._train_prepared(run)
+        finally:
+            run.release()
+
+    def _train_prepared(self, run: PreparedRun) -> None:
         trainer = run.trainer
         with self._lock:
             if self._resume:
@@ -338,7 +345,7 @@ class TrainingJob:
             self._total_steps = trainer.total_steps
             self._chars_per_token = trainer.chars_per_token
             self._parameters = run.model.num_parameters()
-            self._device = hardware_name(trainer.device)
+            self._device = hardware_name(trainer.device, trainer.threads)
             self._message = "resuming" if self._resume else "training"
             self._pace_start = (self._clock(), float((self._last or {}).get("progress", 0.0)))
             self._version += 1

@@ -218,4 +218,6 @@ def run_recipe(item: Recipe, out_dir: str | Path, max_minutes: Optional[float] =
                              callbacks=callbacks, name=f"{item.name}-{run.label}",
                              command=f"python -m textgen_core recipe {item.name} --runs {run.label}")
         results.append((run, result))
+        if result.history.end.reason == "stopped":  # Ctrl-C (or a stop request) ends the whole recipe
+            break
     return results

@@ -5,8 +5,9 @@ model config back from the folder and the optimizer state from its ``checkpoint/
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
+import signal
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,20 +15,19 @@ from typing import Callable, Optional
 
 import torch
 
-from . import hub
-from .checkpoint import atomic_write_text
+from . import checkpoint, hub
 from .card import hardware_name, render_card
 from .corpus import Corpus
 from .data import encode_ids, split_ids
 from .errors import ConfigError, TrainingDiverged
+from .files import write_failure, write_json
 from .memory import check_memory
 from .models import LanguageModel, ModelConfig, build_model
+from .outdir import (CHECKPOINT_DIR, RUN_FILES, FolderContents, FolderLock, claim, inspect_folder,  # noqa: F401
+                     remove_own_files, remove_temp_files)
 from .sampling import SamplingOptions, stream_text
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
 from .training import Event, History, TrainConfig, Trainer, resolve_device
-
-CHECKPOINT_DIR = "checkpoint"
-
 
 @dataclass
 class RunSettings:
@@ -64,13 +64,14 @@ def chars_per_token(tokenizer: Tokenizer, ids: torch.Tensor) -> float:
     return max(1, len(tokenizer.decode(ids.tolist()))) / max(1, len(ids))
 
 
-def has_model(folder: Path) -> bool:
-    return (folder / hub.CONFIG_FILE).exists() or (folder / CHECKPOINT_DIR).exists()
-
-
 @dataclass
 class PreparedRun:
-    """Everything a run needs before ``trainer.fit``: callers may add callbacks that use the model."""
+    """Everything a run needs before ``trainer.fit``: callers may add callbacks that use the model.
+
+    It holds the output folder's lock from ``prepare_run`` until ``release()``: call it when the
+    folder is written (``train_model`` does), or the folder stays refused to other runs until this
+    process ends.
+    """
     corpus: Corpus
     settings: RunSettings
     out_dir: Path
@@ -79,20 +80,175 @@ class PreparedRun:
     trainer: Trainer
     name: str
     command: Optional[str] = None
+    lock: Optional[FolderLock] = None
+    notes: list[str] = field(default_factory=list)   # what the preparation decided, for the user
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+# --- what a run is, so that a resume can check it is the same run -----------------------------------
+def run_identity(corpus: Corpus, settings: RunSettings, config: ModelConfig) -> dict:
+    return {"corpus": {"name": corpus.name, "chars": len(corpus.text), "sha256": corpus.sha256},
+            "tokenizer": {"kind": settings.tokenizer, "vocab_size": settings.vocab_size},
+            "model": config.to_dict(), "val_fraction": settings.val_fraction}
+
+
+def _saved_identity(out_dir: Path) -> dict:
+    """The identity in the folder's checkpoint; for checkpoints older than identities, what the
+    folder itself says (tokenizer, config), without a corpus hash."""
+    saved = checkpoint.read_state(out_dir / CHECKPOINT_DIR).get("run")
+    if isinstance(saved, dict):
+        return saved
+    tokenizer = load_tokenizer(out_dir)
+    config = hub.read_json(out_dir / hub.CONFIG_FILE)
+    return {"tokenizer": {"kind": tokenizer.kind, "vocab_size": None}, "model": config, "val_fraction": None}
+
+
+def resume_differences(saved: dict, corpus: Corpus, settings: RunSettings, config: ModelConfig) -> list[str]:
+    """What differs between the saved run and the one asked for, in words (empty: the same run).
+
+    Budgets, learning rate, batch and the rest of the training settings may change on a resume;
+    the corpus, tokenizer, model and validation split may not.
+    """
+    differences = []
+    old_corpus = saved.get("corpus") if isinstance(saved.get("corpus"), dict) else None
+    if old_corpus and old_corpus.get("sha256") != corpus.sha256:
+        differences.append(f"the corpus (the run was trained on {old_corpus.get('name')}, "
+                           f"{old_corpus.get('chars', 0):,} characters; this is {corpus.name}, "
+                           f"{len(corpus.text):,} characters)")
+    tokenizer = saved.get("tokenizer") or {}
+    if tokenizer.get("kind") != settings.tokenizer:
+        differences.append(f"the tokenizer ({tokenizer.get('kind')}, now {settings.tokenizer})")
+    elif saved.get("corpus") and tokenizer.get("vocab_size") != settings.vocab_size:
+        differences.append(f"the vocabulary size ({tokenizer.get('vocab_size') or 'the default'}, now "
+                           f"{settings.vocab_size or 'the default'})")
+    model = saved.get("model") or {}
+    changed = [f"{key} {model.get(key)!r}, now {value!r}" for key, value in config.to_dict().items()
+               if key != "vocab_size" and model.get(key) != value]
+    if changed:
+        differences.append(f"the model ({'; '.join(changed)})")
+    old_fraction = saved.get("val_fraction")
+    if old_fraction is not None and old_fraction != settings.val_fraction:
+        differences.append(f"the validation fraction ({old_fraction:g}, now {settings.val_fraction:g}: the "
+                           "validation text would overlap text it was trained on)")
+    return differences
+
+
+def settings_for_resume(out_dir: str | Path, **given) -> RunSettings:
+    """The saved run's settings with the explicitly ``given`` RunSettings fields on top (None: not
+    given), read the way a new run would read them: a given preset brings its own sizes."""
+    out_dir = Path(out_dir)
+    _check_resumable(out_dir)
+    if not checkpoint.has_checkpoint(out_dir / CHECKPOINT_DIR):  # it will start again: as a new run would
+        return RunSettings(**{k: v for k, v in given.items() if v is not None})
+    saved = _saved_identity(out_dir)
+    model, tokenizer = saved.get("model") or {}, saved.get("tokenizer") or {}
+    pick = lambda name, value: given[name] if given.get(name) is not None else value  # noqa: E731
+    size_names = ("embedding", "hidden", "layers", "context")
+    saved_sizes = {} if given.get("preset") else {k: model.get(k) for k in size_names}
+    return RunSettings(
+        tokenizer=pick("tokenizer", tokenizer.get("kind", "char")),
+        vocab_size=pick("vocab_size", tokenizer.get("vocab_size")),
+        arch=pick("arch", model.get("arch", "gru")), preset=pick("preset", "small"),
+        **{k: pick(k, saved_sizes.get(k)) for k in size_names},
+        dropout=pick("dropout", model.get("dropout")),
+        val_fraction=pick("val_fraction", saved.get("val_fraction") or 0.1),
+        train=given.get("train") or TrainConfig())
+
+
+# --- the output folder ------------------------------------------------------------------------
+def _check_resumable(out_dir: Path) -> None:
+    contents = inspect_folder(out_dir)
+    if not contents.exists:
+        raise ConfigError(f"nothing to resume: {out_dir} does not exist")
+    if not contents.ours:
+        raise ConfigError(f"nothing to resume: {out_dir} is not a model folder this project wrote")
+
+
+def _check_new_target(out_dir: Path, contents: FolderContents, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that holds a model or the user's own files."""
+    if overwrite:
+        return
+    if contents.has_checkpoint:
+        raise ConfigError(f"{out_dir} already holds a model; resume it (--resume), replace it (--overwrite) "
+                          "or choose another output folder")
+    if contents.foreign:
+        shown = ", ".join(contents.foreign[:5]) + (f" and {len(contents.foreign) - 5} more"
+                                                   if len(contents.foreign) > 5 else "")
+        raise ConfigError(f"{out_dir} holds files this project did not write ({shown}); choose a new or empty "
+                          "folder, or pass --overwrite to write the model beside them (files of the model's "
+                          "names are replaced, nothing else is touched)")
+
+
+def _take_folder(out_dir: Path, resume: bool, overwrite: bool) -> tuple[FolderLock, bool, list[str]]:
+    """Lock the output folder and make it ready; returns (lock, whether to resume, notes)."""
+    if not resume:
+        _check_new_target(out_dir, inspect_folder(out_dir), overwrite)   # before creating anything
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failure(out_dir, exc) from exc
+    lock = FolderLock(out_dir).acquire()
+    try:
+        contents, notes = inspect_folder(out_dir), []   # again, now that no other run can change it
+        if resume and contents.ours and not checkpoint.has_checkpoint(out_dir / CHECKPOINT_DIR):
+            notes.append(f"nothing to resume in {out_dir}: the run stopped before its first checkpoint; "
+                         "training from the start")
+            resume = False
+        elif not resume and contents.ours and not contents.has_checkpoint:
+            notes.append(f"{out_dir} held a run that stopped before its first checkpoint; starting it again")
+        if not resume:
+            _check_new_target(out_dir, contents, overwrite)
+            remove_own_files(out_dir, contents)
+        claim(out_dir, set(RUN_FILES))   # the first write: a folder that cannot be written fails here
+        remove_temp_files(out_dir)
+        checkpoint.remove_stale_units(out_dir / CHECKPOINT_DIR)
+        return lock, resume, notes
+    except BaseException:
+        lock.release()
+        raise
 
 
 def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
-                name: Optional[str] = None, command: Optional[str] = None) -> PreparedRun:
-    """Fit (or reload) the tokenizer, encode, split, build the model and its Trainer."""
+                name: Optional[str] = None, command: Optional[str] = None,
+                overwrite: bool = False) -> PreparedRun:
+    """Lock the output folder, fit (or reload) the tokenizer, encode, split, build the model and its
+    Trainer.
+
+    A new run refuses a folder holding a model or files the project did not write, unless
+    ``overwrite`` (which replaces the model's files and deletes nothing else); a folder whose run
+    stopped before its first checkpoint is started again. A resume refuses a different corpus,
+    tokenizer, model or validation split, naming what differs.
+    """
     out_dir = Path(out_dir)
+    settings.train.validated()
     if resume:
-        if not (out_dir / CHECKPOINT_DIR).is_dir():
-            raise ConfigError(f"nothing to resume in {out_dir}: it has no {CHECKPOINT_DIR}/ folder")
+        _check_resumable(out_dir)
+    lock, resume, notes = _take_folder(out_dir, resume, overwrite)
+    try:
+        return _prepare(corpus, settings, out_dir, resume, name, command, lock, notes)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
+             command: Optional[str], lock: FolderLock, notes: list[str]) -> PreparedRun:
+    if resume:
+        saved = _saved_identity(out_dir)
         tokenizer = load_tokenizer(out_dir)
         config = ModelConfig.from_dict(hub.read_json(out_dir / hub.CONFIG_FILE))
+        differences = resume_differences(saved, corpus, settings, settings.model_config(tokenizer.vocab_size))
+        if differences:
+            raise ConfigError(f"cannot resume {out_dir}: these settings differ from the saved run's: "
+                              f"{'; '.join(differences)}. Resume with the run's own settings, or start a new "
+                              "run in another folder")
+        if "corpus" not in saved:
+            notes.append("this checkpoint predates corpus fingerprints: make sure the text is the one it "
+                         "was trained on")
     else:
-        if out_dir.exists() and has_model(out_dir):
-            raise ConfigError(f"{out_dir} already holds a model; resume it or choose another output folder")
         tokenizer = make_tokenizer(settings.tokenizer, settings.vocab_size).fit(corpus.text)
         config = settings.model_config(tokenizer.vocab_size)
     ids = encode_corpus(tokenizer, corpus.text)
@@ -102,15 +258,16 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
                  resolve_device(settings.train.validated().device).type)
     torch.manual_seed(settings.train.seed)
     model = build_model(config)
-    if not resume:  # tokenizer and config go first, so that a crash mid-run can still be resumed
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # tokenizer and config go first: the weights written at each new best need them
         tokenizer.save(out_dir)
-        atomic_write_text(out_dir / hub.CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
+        write_json(out_dir / hub.CONFIG_FILE, config.to_dict())
     trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val),
-                      checkpoint_dir=out_dir / CHECKPOINT_DIR)
+                      checkpoint_dir=out_dir / CHECKPOINT_DIR, best_weights_path=out_dir / hub.WEIGHTS_FILE,
+                      identity=run_identity(corpus, settings, config))
     if resume:
         trainer.resume(out_dir / CHECKPOINT_DIR)
-    return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command)
+    return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command,
+                       lock, notes)
 
 
 def finish_run(run: PreparedRun, history: History) -> RunResult:
@@ -121,7 +278,8 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
             f"training ended before any validation ({end.message}); give it more steps")
     info = {
         "name": run.name,
-        "corpus": {"name": run.corpus.name, "chars": len(run.corpus.text), "encoding": run.corpus.encoding},
+        "corpus": {"name": run.corpus.name, "chars": len(run.corpus.text), "encoding": run.corpus.encoding,
+                   "sha256": run.corpus.sha256},
         "tokenizer": {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "notes": tokenizer.notes},
         "model": model.config.to_dict(),
         "parameters": model.num_parameters(),
@@ -135,7 +293,7 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
         "best_val_bpc": end.best_val_bpc,
         "stop_reason": end.reason,
         "stop_message": end.message,
-        "hardware": hardware_name(trainer.device),
+        "hardware": hardware_name(trainer.device, trainer.threads),
         "precision": trainer.precision,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": run.command,
@@ -146,14 +304,68 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
     return RunResult(bundle, history)
 
 
+# --- interrupts -------------------------------------------------------------------------------
+INTERRUPT_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@dataclass
+class Interrupts:
+    """The signals an ``interrupts_stop`` block received; set ``saving`` once training has ended, so
+    that a further signal no longer cuts the last writes short."""
+    received: list[int] = field(default_factory=list)
+    saving: bool = False
+
+
+@contextlib.contextmanager
+def interrupts_stop(stop_event: threading.Event, on_first: Optional[Callable[[int], None]] = None):
+    """Within the block, Ctrl-C, SIGTERM and SIGHUP ask the run to stop after the current step (it then
+    keeps its best weights and writes its folder); a second one during training stops at once
+    (KeyboardInterrupt, which the Trainer also turns into a stop; the best weights are on disk
+    already), and once ``saving`` is set, signals wait for the folder to be written. Yields the
+    ``Interrupts``. Outside the main thread, where Python cannot take signals, it changes nothing."""
+    interrupts = Interrupts()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupts
+        return
+
+    def handler(signum: int, frame) -> None:
+        first = not interrupts.received
+        interrupts.received.append(signum)
+        if first:
+            stop_event.set()
+            if on_first is not None:
+                on_first(signum)
+        elif not interrupts.saving:
+            raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in INTERRUPT_SIGNALS}
+    try:
+        yield interrupts
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def train_model(corpus: Corpus, settings: RunSettings, out_dir: str | Path,
                 callbacks: tuple[Callable[[Event], None], ...] = (),
                 stop_event: Optional[threading.Event] = None, resume: bool = False,
-                name: Optional[str] = None, command: Optional[str] = None) -> RunResult:
-    """Train (or resume) and write the model folder with the best weights; returns it loaded."""
-    run = prepare_run(corpus, settings, out_dir, resume, name, command)
-    run.trainer.callbacks.extend(callbacks)
-    return finish_run(run, run.trainer.fit(stop_event))
+                name: Optional[str] = None, command: Optional[str] = None,
+                overwrite: bool = False) -> RunResult:
+    """Train (or resume) and write the model folder with the best weights; returns it loaded.
+
+    Called from the main thread, Ctrl-C (or SIGTERM) stops the run after the current step and
+    saves it, as in the command line; ``stop_event`` stops it from another thread.
+    """
+    stop_event = stop_event or threading.Event()
+    run = prepare_run(corpus, settings, out_dir, resume, name, command, overwrite)
+    try:
+        run.trainer.callbacks.extend(callbacks)
+        with interrupts_stop(stop_event) as interrupts:
+            history = run.trainer.fit(stop_event)
+            interrupts.saving = True
+            return finish_run(run, history)
+    finally:
+        run.release()
 
 
 def card_samples(model, tokenizer: Tokenizer, chars_per_token: float, count: int = 3) -> list[str]:

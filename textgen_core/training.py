@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from . import checkpoint
 from .data import TokenSplit, random_windows
 from .devices import resolve_precision
-from .errors import ConfigError
+from .errors import ConfigError, ModelFolderError
 from .evaluation import autocast_for, bits_per_char, total_nats
+from .memory import is_out_of_memory
 from .models import LanguageModel
 
 
@@ -179,7 +180,12 @@ class ClosedWindow:
 class Trainer:
     def __init__(self, model: LanguageModel, split: TokenSplit, config: TrainConfig,
                  chars_per_token: float = 1.0, callbacks: tuple[Callable[[Event], None], ...] = (),
-                 checkpoint_dir: str | Path | None = None) -> None:
+                 checkpoint_dir: str | Path | None = None, best_weights_path: str | Path | None = None,
+                 identity: Optional[dict] = None) -> None:
+        """``checkpoint_dir``: where resume checkpoints go at every evaluation; ``best_weights_path``:
+        a file kept current with the best weights at every new best (the model folder's weights, so
+        that a run killed at any moment leaves a model to sample from); ``identity``: what the run is
+        (corpus hash, tokenizer, model, split), stored in every checkpoint so a resume can check it."""
         self.config = config.validated()
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
@@ -189,6 +195,10 @@ class Trainer:
         self.chars_per_token = chars_per_token
         self.callbacks = list(callbacks)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.best_weights_path = Path(best_weights_path) if best_weights_path else None
+        self.identity = identity
+        # the threads this run trains on: the configured count, else torch's setting now
+        self.threads = (config.cpu_threads or torch.get_num_threads()) if self.device.type == "cpu" else None
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)  # dropout masks
@@ -260,15 +270,26 @@ class Trainer:
             torch.set_num_threads(before)
 
     def _fit(self, stop_event: Optional[threading.Event]) -> History:
-        cfg = self.config
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         self._since_eval_loss, self._since_eval_steps = 0.0, 0
         pending: deque[ClosedWindow] = deque()    # closed log windows whose losses are not read yet
-        window_start, window_steps, lr, tokens_per_s = time.perf_counter(), 0, cfg.lr, math.nan
         last_eval_step = self.step if self.history.evals else -1
+        try:
+            reason = self._loop(stop_event, elapsed, loss_sum, pending, last_eval_step)
+        except KeyboardInterrupt:
+            # An interrupt that was not turned into a stop request (a second Ctrl-C, or one outside the
+            # main thread's handler) may land mid-step: the weights then are not a state to evaluate or
+            # checkpoint, so the run ends with the best weights kept and the last checkpoint as it is.
+            return self._finish("stopped", elapsed())
+        return self._finish(reason, elapsed())
+
+    def _loop(self, stop_event: Optional[threading.Event], elapsed: Callable[[], float], loss_sum: torch.Tensor,
+              pending: "deque[ClosedWindow]", last_eval_step: int) -> str:
+        cfg = self.config
+        window_start, window_steps, lr, tokens_per_s = time.perf_counter(), 0, cfg.lr, math.nan
         reason = None
         while reason is None:
             reason = self._budget_reason(elapsed())
@@ -281,7 +302,9 @@ class Trainer:
                 group["lr"] = lr
             try:
                 loss_sum += self._train_step()
-            except (torch.OutOfMemoryError, MemoryError):
+            except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(exc):
+                    raise
                 self.optimizer.zero_grad(set_to_none=True)
                 release_memory(self.device)
                 reason = "out_of_memory"
@@ -309,7 +332,7 @@ class Trainer:
             steps = self._since_eval_steps
             train_loss = self._since_eval_loss / steps if steps else math.nan
             self._evaluate(train_loss, lr, tokens_per_s, elapsed(), self._progress(elapsed()))
-        return self._finish(reason, elapsed())
+        return reason
 
     def _report_windows(self, pending: "deque[ClosedWindow]", wait_all: bool) -> Optional[str]:
         """Emit the progress of closed windows whose losses have reached the host, oldest first.
@@ -365,6 +388,8 @@ class Trainer:
                               elapsed, progress, is_best, self.best_val_loss))
         if self.checkpoint_dir is not None:
             self.save_checkpoint(elapsed, save_best=is_best)
+        if is_best and self.best_weights_path is not None:  # after the checkpoint, which resumes it
+            checkpoint.save_tensors(self.best_weights_path, self.best_state)
         patience = self.config.patience
         return "early_stopping" if patience and self.evals_since_best >= patience else None
 
@@ -417,28 +442,47 @@ class Trainer:
         tensors["rng.batches"] = self.generator.get_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        if save_best and self.best_state is not None:
-            checkpoint.save_tensors(folder / checkpoint.BEST_TENSORS, self.best_state)
         checkpoint.write_resume(folder, tensors, {
             "step": self.step, "elapsed": elapsed, "optimizer": optim_scalars,
             "best_val_loss": self.best_val_loss if self.best_step is not None else None,
             "best_step": self.best_step, "history": self.history.points,
-            "train_config": asdict(self.config),
-        })
+            "train_config": asdict(self.config), "run": self.identity,
+        }, best=self.best_state, best_changed=save_best)
 
     def resume(self, folder: str | Path) -> None:
         """Continue from a checkpoint folder: weights, optimizer, step, RNG, history, best so far."""
         folder = Path(folder)
-        tensors, state = checkpoint.read_resume(folder)
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        self.optimizer.load_state_dict(checkpoint.optimizer_from_flat(tensors, state["optimizer"]))
-        torch.set_rng_state(tensors["rng.torch"])
-        self.generator.set_state(tensors["rng.batches"])
+        tensors, state, best = checkpoint.read_resume(folder)
+        missing = [name for name in ("rng.torch", "rng.batches") if name not in tensors]
+        if missing:
+            raise ModelFolderError(f"the checkpoint in {folder} lacks {', '.join(missing)}; it is damaged: "
+                                   "start the run again (--overwrite)")
+        try:
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            self.optimizer.load_state_dict(checkpoint.optimizer_from_flat(tensors, state["optimizer"]))
+            if best is not None:
+                _check_fits(self.model, best)  # the best weights must fit the model as well
+            torch.set_rng_state(tensors["rng.torch"])
+            self.generator.set_state(tensors["rng.batches"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFolderError(f"the checkpoint in {folder} does not fit this model and optimizer "
+                                   f"({str(exc).splitlines()[0][:200]}); start the run again (--overwrite)") from exc
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"])
-        self.step, self.elapsed_before = state["step"], state["elapsed"]
+        self.step, self.elapsed_before = state["step"], float(state["elapsed"])
         self.history = History(points=state["history"])
         if state["best_step"] is not None:
             self.best_step, self.best_val_loss = state["best_step"], state["best_val_loss"]
-            self.best_state = checkpoint.load_tensors(folder / checkpoint.BEST_TENSORS)
+            self.best_state = best
         self.evals_since_best = 0  # a resumed run gets its full patience again
+
+
+def _check_fits(model: LanguageModel, weights: dict[str, torch.Tensor]) -> None:
+    """Raise KeyError/ValueError unless ``weights`` has exactly the model's names and shapes."""
+    expected = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    got = {name: tuple(value.shape) for name, value in weights.items()}
+    if expected.keys() != got.keys():
+        raise KeyError(f"best weights name {sorted(set(got) ^ set(expected))[:3]} differently")
+    wrong = [name for name in expected if expected[name] != got[name]]
+    if wrong:
+        raise ValueError(f"best weights for {wrong[0]} have shape {got[wrong[0]]}, not {expected[wrong[0]]}")

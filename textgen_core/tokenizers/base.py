@@ -10,9 +10,10 @@ Contract shared by all tokenizers:
 """
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
+
+from textgen_core.files import write_json
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -73,8 +74,7 @@ class Tokenizer(ABC):
         return load_tokenizer(folder)
 
     def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write tokenizer.json (strict JSON, atomically: a kill mid-save keeps the previous file)."""
         state = self.to_dict()
         state["type"] = self.kind
-        (folder / TOKENIZER_FILE).write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+        write_json(Path(folder) / TOKENIZER_FILE, state, indent=None)

@@ -9,13 +9,16 @@ from textgen_core.tokenizers.base import Tokenizer
 
 UNK_ID = 0
 UNK_TEXT = "\ufffd"  # what an unknown character decodes to
+# Like the word vocabulary's: a text of a million distinct code points would otherwise make a
+# "tiny" model of 179M parameters. Real texts, Chinese and Japanese ones included, use far fewer.
+DEFAULT_VOCAB_SIZE = 10_000
 
 
 class CharTokenizer(Tokenizer):
     """Id 0 is ``<unk>`` (decodes to U+FFFD); ids 1.. are the corpus characters in sorted order.
 
-    ``vocab_size`` optionally caps the vocabulary (``<unk>`` included): only the most frequent
-    characters are kept, the rest encode to ``<unk>``. None keeps every character.
+    ``vocab_size`` caps the vocabulary (``<unk>`` included): only the most frequent characters are
+    kept, the rest encode to ``<unk>``, and a note says so. None means ``DEFAULT_VOCAB_SIZE``.
     """
 
     kind = "char"
@@ -24,7 +27,7 @@ class CharTokenizer(Tokenizer):
         super().__init__()
         if vocab_size is not None and vocab_size < 2:
             raise ConfigError(f"vocab_size for the char tokenizer must be at least 2, got {vocab_size}.")
-        self.max_vocab_size = vocab_size
+        self.max_vocab_size = vocab_size or DEFAULT_VOCAB_SIZE
         self._set_chars([])
 
     def _set_chars(self, chars: list[str]) -> None:
@@ -35,7 +38,7 @@ class CharTokenizer(Tokenizer):
     def fit(self, text: str) -> "CharTokenizer":
         self.notes = []
         counts = Counter(text)
-        keep = self.max_vocab_size - 1 if self.max_vocab_size else len(counts)
+        keep = self.max_vocab_size - 1
         if len(counts) > keep:
             kept = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
             share = sum(n for _, n in kept) / len(text)
