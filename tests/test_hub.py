@@ -167,3 +167,69 @@ def test_a_hub_that_accepts_but_never_answers_fails_within_seconds(tmp_path, mon
         with pytest.raises(HubError, match="did not answer in time|failed"):
             tg.load("someone/silent", cache_dir=str(tmp_path))
         assert time.perf_counter() - start < 10
+
+
+# --- the mixin's from_pretrained: the folder's architecture, strictly loaded -------------------
+def test_from_pretrained_on_the_base_class_returns_the_folders_architecture(tmp_path):
+    from textgen_core.models import CNNLanguageModel, LanguageModel, RNNLanguageModel
+
+    model, tokenizer = write_folder(tmp_path, arch="lstm")
+    loaded = LanguageModel.from_pretrained(tmp_path)
+    assert type(loaded) is RNNLanguageModel and loaded.config.arch == "lstm"
+    assert loaded.num_parameters() == model.num_parameters()
+    ids = torch.tensor([tokenizer.encode("to be or")])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids)[0], model(ids)[0], rtol=0, atol=0)
+    assert type(RNNLanguageModel.from_pretrained(tmp_path)) is RNNLanguageModel
+    with pytest.raises(ModelFolderError, match="holds a lstm model, which CNNLanguageModel cannot load"):
+        CNNLanguageModel.from_pretrained(tmp_path)
+
+
+def test_from_pretrained_refuses_weights_of_another_size_and_size_overrides(tmp_path):
+    from textgen_core.models import LanguageModel
+
+    write_folder(tmp_path, arch="cnn")
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden": 64}))
+    with pytest.raises(ModelFolderError, match="does not match config.json"):
+        LanguageModel.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="takes no hidden"):
+        LanguageModel.from_pretrained(tmp_path, hidden=64)
+
+
+# --- pushing: a deadline on every call, and what went wrong in words ---------------------------
+def test_push_to_a_hub_that_never_answers_fails_within_its_deadline(tmp_path, monkeypatch):
+    write_folder(tmp_path)
+    monkeypatch.setattr(hub, "HUB_CALL_DEADLINE_S", 1.5)
+    with socket.socket() as sock:  # listening, never accepting: connections open, requests hang
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        hub_online_at(monkeypatch, sock.getsockname()[1])
+        start = time.perf_counter()
+        with pytest.raises(HubError, match="did not answer in time") as caught:
+            hub.push_folder(tmp_path, "me/silent", token="hf_secret_token")
+        assert time.perf_counter() - start < 6
+    assert "hf_secret_token" not in str(caught.value) and "127.0.0.1" in str(caught.value)
+
+
+def test_push_while_offline_says_the_hub_cannot_be_reached(tmp_path, monkeypatch, capsys):
+    from textgen_core.cli import main
+
+    write_folder(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://nonexistent.invalid")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+    assert main(["push", str(tmp_path), "--repo", "me/offline"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: cannot reach the Hugging Face Hub at "
+                                               "http://nonexistent.invalid"), err
+    assert "offline" in err[0] and "Errno" not in err[0] and "hf_secret_token" not in err[0]
+
+
+def test_push_without_a_folder_says_what_to_give(capsys):
+    from textgen_core.cli import main
+
+    assert main(["push", " ", "--repo", "me/x"]) == 2
+    assert "no model folder given" in capsys.readouterr().err

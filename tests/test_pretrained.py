@@ -81,10 +81,41 @@ def test_cli_samples_a_pretrained_model_by_name(bundled, monkeypatch, capsys):
 
 def test_cli_push_uses_the_token_without_showing_it(bundled, monkeypatch, capsys):
     fake = FakeHfApi()
-    monkeypatch.setattr(huggingface_hub, "HfApi", lambda: fake)
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda **_: fake)
     monkeypatch.setenv("HF_TOKEN", "hf_very_secret")
     assert main(["push", str(bundled / "tiny-char"), "--repo", "me/tiny"]) == 0
     captured = capsys.readouterr()
     assert "me/tiny" in captured.out
     assert "hf_very_secret" not in captured.out + captured.err
     assert fake.calls[0] == ("create_repo", "me/tiny", "hf_very_secret")
+
+
+# --- one resolver for the API, the CLI and the app ---------------------------------------------
+def test_tg_load_knows_pretrained_names_and_falls_back_offline(bundled, monkeypatch):
+    import textgen_core as tg
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    by_name = tg.load("tiny-char")
+    by_repo = tg.load("playground/tiny-char")  # not cached, Hub off: the bundled copy
+    assert by_name.path == by_repo.path == bundled / "tiny-char"
+    bundle, note = pretrained.resolve("playground/tiny-char")
+    assert "not in the local Hub cache" in note and "bundled copy" in note
+    bundle, note = pretrained.resolve(str(bundled / "tiny-char"))
+    assert "model folder" in note and bundle.path == bundled / "tiny-char"
+
+
+@pytest.mark.parametrize("source", ["", "   ", "\n"])
+def test_a_blank_source_says_what_to_give(source, capsys):
+    import textgen_core as tg
+
+    with pytest.raises(ModelFolderError, match=r"no model given: give a model folder, a pretrained name "
+                                               r"\(see `python -m textgen_core pretrained`\) or a Hub repo id"):
+        tg.load(source)
+    assert main(["sample", source]) == 2
+    err = capsys.readouterr().err
+    assert "no model given" in err and "has no model.safetensors" not in err
+
+
+def test_an_unknown_name_names_all_three_kinds_of_source(bundled):
+    with pytest.raises(ModelFolderError, match="neither a model folder nor a Hub repo id.*no pretrained model"):
+        pretrained.resolve("tiny-chars")

@@ -104,3 +104,16 @@ def test_the_app_offers_the_bundled_models_on_first_start(monkeypatch, tmp_path)
     assert not at.exception
     text = at.session_state["generated"]["results"][0][1][0]
     assert text.startswith("ROMEO:") and len(text) > 100
+
+
+def test_tg_load_takes_a_bundled_name_or_repo_id_offline(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    import textgen_core as tg
+
+    monkeypatch.setenv("TEXTGEN_PRETRAINED_DIR", str(ROOT))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert tg.load("shakespeare-char-lstm").path == folder("shakespeare-char-lstm")
+    repo_id = next(e["repo_id"] for e in ENTRIES if e["name"] == "shakespeare-char-gru")
+    assert tg.load(repo_id).path == folder("shakespeare-char-gru")

@@ -6,13 +6,12 @@ default repo id, so a fork can publish its own copies without editing code.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from . import hub
+from . import files, hub
 from .errors import HubError, ModelFolderError
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
@@ -37,13 +36,14 @@ def catalog(directory: Optional[Path] = None) -> list[PretrainedEntry]:
     path = directory / CATALOG_FILE
     if not path.is_file():
         return []
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ModelFolderError(f"{path} is not valid JSON ({exc})") from exc
+    entries = files.read_json(path, files.MAX_CONFIG_BYTES, expect=list)
     owner = os.environ.get("TEXTGEN_HUB_OWNER")
     result = []
     for entry in entries:
+        if not (isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("name", "repo_id", "folder"))
+                and hub.is_repo_id(entry["repo_id"])):
+            raise ModelFolderError(f"{path}: every entry must hold a \"name\", a \"folder\" and a \"repo_id\" "
+                                   f"of the form owner/name (this one: {str(entry)[:120]})")
         repo_id = entry["repo_id"]
         if owner:
             repo_id = f"{owner}/{repo_id.split('/', 1)[1]}"
@@ -51,7 +51,9 @@ def catalog(directory: Optional[Path] = None) -> list[PretrainedEntry]:
         if folder.parent != directory.resolve():
             raise ModelFolderError(f"{path}: folder '{entry['folder']}' must be directly inside {directory}")
         if (folder / hub.WEIGHTS_FILE).is_file():
-            result.append(PretrainedEntry(entry["name"], repo_id, folder, entry.get("description", "")))
+            description = entry.get("description")
+            result.append(PretrainedEntry(entry["name"], repo_id, folder,
+                                          description if isinstance(description, str) else ""))
     return result
 
 
@@ -59,15 +61,15 @@ def find(name: str, directory: Optional[Path] = None) -> Optional[PretrainedEntr
     return next((e for e in catalog(directory) if name in (e.name, e.repo_id)), None)
 
 
-def load_pretrained(entry: PretrainedEntry, prefer_hub: bool = True,
-                    device: str = "cpu") -> tuple[hub.Bundle, str]:
+def load_pretrained(entry: PretrainedEntry, prefer_hub: bool = True, device: str = "cpu",
+                    revision: Optional[str] = None, cache_dir: Optional[str] = None) -> tuple[hub.Bundle, str]:
     """The model from the Hub (cache first) or, when the Hub fails, the bundled copy.
 
     Returns the bundle and a sentence saying where it came from.
     """
     if prefer_hub:
         try:
-            bundle = hub.load_folder(hub.download(entry.repo_id), device)
+            bundle = hub.load_folder(hub.download(entry.repo_id, revision, cache_dir), device)
             bundle.source = entry.repo_id
             return bundle, f"loaded {entry.repo_id} from the Hugging Face Hub"
         except (HubError, ModelFolderError) as exc:
@@ -77,3 +79,30 @@ def load_pretrained(entry: PretrainedEntry, prefer_hub: bool = True,
     bundle = hub.load_folder(entry.folder, device)
     bundle.source = entry.name
     return bundle, note
+
+
+def resolve(source: str | Path, device: str = "cpu", revision: Optional[str] = None,
+            cache_dir: Optional[str] = None) -> tuple[hub.Bundle, str]:
+    """The one way to turn what a user typed into a model, for the API, the CLI and the app.
+
+    ``source`` is a model folder (when it exists), a pretrained name or its repo id (the Hub's copy
+    first, the bundled copy when the Hub fails), or any other Hub repo id ``owner/name``. Returns
+    the bundle and a sentence saying which copy was loaded.
+    """
+    text = str(source).strip() if source is not None else ""
+    if not text:
+        raise ModelFolderError(f"no model given: {hub.NO_SOURCE}")
+    path = Path(text).expanduser()
+    if path.exists():
+        bundle = hub.load_folder(path, device)
+        bundle.source = text
+        return bundle, f"loaded the model folder {path}"
+    entry = find(text)
+    if entry is not None:
+        return load_pretrained(entry, device=device, revision=revision, cache_dir=cache_dir)
+    if hub.is_repo_id(text):
+        bundle = hub.load_folder(hub.download(text, revision, cache_dir), device)
+        bundle.source = text
+        return bundle, f"loaded {text} from the Hugging Face Hub"
+    raise ModelFolderError(f"'{text[:200]}' is neither a model folder nor a Hub repo id of the form owner/name, "
+                           f"and no pretrained model has that name; {hub.NO_SOURCE}")

@@ -8,15 +8,19 @@ and carrying the state gives the same logits as feeding it whole; generation rel
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from ..errors import ConfigError
 from .config import ModelConfig
 
 State = Any  # a tensor, a tuple of tensors, or a list of them, depending on the architecture
+_IGNORED_MIXIN_OPTIONS = {"strict", "token", "force_download", "local_files_only", "proxies",
+                          "resume_download"}
 
 
 class LanguageModel(
@@ -39,6 +43,26 @@ class LanguageModel(
         self.config = ModelConfig(arch=arch, vocab_size=vocab_size, embedding=embedding,
                                   hidden=hidden, layers=layers, dropout=dropout, context=context,
                                   heads=heads, kernel_size=kernel_size).validated()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, revision: Optional[str] = None,
+                        cache_dir: Optional[str | Path] = None, map_location: str | torch.device = "cpu",
+                        **options: Any) -> "LanguageModel":
+        """The model saved in a folder (or a Hub repo ``owner/name``), of the class its config names.
+
+        ``LanguageModel.from_pretrained`` returns whichever subclass the folder's ``arch`` needs; a
+        subclass refuses another architecture's folder. The weights are checked against the config
+        (names, shapes, size, free memory) before anything is built, then always loaded strictly.
+        The mixin's download options (``strict``, ``token``, ...) are accepted and have no effect.
+        """
+        from .. import hub  # hub builds models, so it is imported only when a model is loaded
+
+        unknown = sorted(set(options) - _IGNORED_MIXIN_OPTIONS)
+        if unknown:
+            raise ConfigError(f"from_pretrained takes no {', '.join(unknown)}: the model's sizes come from "
+                              "its config.json; build a new model to change them")
+        return hub.load_model(pretrained_model_name_or_path, device=map_location, expect=cls,
+                              revision=revision, cache_dir=None if cache_dir is None else str(cache_dir))
 
     @property
     def device(self) -> torch.device:

@@ -49,6 +49,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
+        """The config a ``config.json`` describes; it must name its architecture (no silent GRU)."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"a model config must be a JSON object, not {type(values).__name__}")
+        if "arch" not in values:
+            raise ConfigError("config.json does not say which architecture (arch) the model is; it must "
+                              f"hold \"arch\": one of {', '.join(ARCHITECTURES)}")
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import inspect
-import json
+import os
 from pathlib import Path
 
 from textgen_core.errors import ConfigError, ModelFolderError
+from textgen_core.files import MAX_TOKENIZER_BYTES, inside, parse_json, read_bytes
 from textgen_core.tokenizers.base import TOKENIZER_FILE, Tokenizer
 from textgen_core.tokenizers.char import CharTokenizer
 from textgen_core.tokenizers.sentencepiece import SentencePieceTokenizer
@@ -22,7 +23,7 @@ __all__ = ["Tokenizer", "CharTokenizer", "WordTokenizer", "SentencePieceTokenize
 
 def make_tokenizer(kind: str, vocab_size: int | None = None, **options) -> Tokenizer:
     """A new, untrained tokenizer. ``vocab_size`` None means the variant's default
-    (char: every character; word: 10000; sentencepiece: 2000). ``options`` go to the class,
+    (char: up to 10000 characters; word: 10000; sentencepiece: 2000). ``options`` go to the class,
     e.g. ``model_type="unigram"`` for sentencepiece."""
     if kind not in _CLASSES:
         raise ConfigError(f"Unknown tokenizer {kind!r}; choose one of: {', '.join(TOKENIZER_KINDS)}.")
@@ -42,22 +43,27 @@ def make_tokenizer(kind: str, vocab_size: int | None = None, **options) -> Token
 def load_tokenizer(folder: str | Path) -> Tokenizer:
     """Rebuild the tokenizer saved in ``folder`` (its tokenizer.json names the type)."""
     path = Path(folder) / TOKENIZER_FILE
-    if not path.is_file():
-        raise ModelFolderError(
-            f"{folder} has no {TOKENIZER_FILE}; it is not a saved tokenizer or model folder."
-        )
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFolderError(f"{path} is not readable JSON ({e}). Save the model again.") from None
+    missing = ModelFolderError(f"{folder} has no {TOKENIZER_FILE}; it is not a saved tokenizer or model folder.")
+    if not os.path.lexists(path):
+        raise missing
+    try:  # a regular file inside the folder, under the cap: never a FIFO, a device or a link out
+        text = read_bytes(inside(folder, TOKENIZER_FILE), MAX_TOKENIZER_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise missing from None
+    except UnicodeDecodeError as e:
+        raise ModelFolderError(f"{path} is not readable JSON (not UTF-8 text: {e.reason} at byte {e.start}). "
+                               "Save the model again.") from None
+    except OSError as e:
+        raise ModelFolderError(f"{path} cannot be read ({e.strerror or e}).") from None
+    state = parse_json(text, str(path))  # bad or too deeply nested JSON: an UnsafeFileError naming it
     kind = state.get("type") if isinstance(state, dict) else None
-    if kind not in _CLASSES:
+    if not isinstance(kind, str) or kind not in _CLASSES:
         raise ModelFolderError(
-            f"{path} names an unknown tokenizer type {kind!r}; expected one of: {', '.join(TOKENIZER_KINDS)}."
+            f"{path} names an unknown tokenizer type {kind!r:.60}; expected one of: {', '.join(TOKENIZER_KINDS)}."
         )
     try:
         return _CLASSES[kind].from_dict(state, Path(folder))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
         raise ModelFolderError(
-            f"{path} is malformed ({type(e).__name__}: {e}). Save the model again."
+            f"{path} is malformed ({type(e).__name__}: {str(e)[:200]}). Save the model again."
         ) from None

@@ -21,6 +21,7 @@ from typing import Iterator
 import sentencepiece as spm
 
 from textgen_core.errors import ConfigError, ModelFolderError
+from textgen_core.files import MAX_TOKENIZER_BYTES, atomic_write_bytes, inside, read_bytes
 from textgen_core.tokenizers.base import Tokenizer
 
 MODEL_FILE = "tokenizer.model"
@@ -157,8 +158,8 @@ class SentencePieceTokenizer(Tokenizer):
     # --- persistence: tokenizer.json holds the settings, tokenizer.model the trained model --------
     def save(self, folder: str | Path) -> None:
         self.processor  # raises when there is nothing to save yet
+        atomic_write_bytes(Path(folder) / MODEL_FILE, self._proto)  # the model first: the JSON names it
         super().save(folder)
-        (Path(folder) / MODEL_FILE).write_bytes(self._proto)
 
     def to_dict(self) -> dict:
         return {"type": self.kind, "model_type": self.model_type, "model_file": MODEL_FILE,
@@ -167,17 +168,26 @@ class SentencePieceTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, state: dict, folder: Path) -> "SentencePieceTokenizer":
         path = Path(folder) / MODEL_FILE
-        if not path.is_file():
-            raise ModelFolderError(
-                f"{folder} has a SentencePiece tokenizer.json but no {MODEL_FILE}; copy the whole folder."
-            )
-        tokenizer = cls(state.get("requested_vocab_size", DEFAULT_VOCAB_SIZE),
-                        state.get("model_type", "bpe"))
+        missing = ModelFolderError(
+            f"{folder} has a SentencePiece tokenizer.json but no {MODEL_FILE}; copy the whole folder."
+        )
+        if not os.path.lexists(path):
+            raise missing
+        try:  # a regular file inside the folder, under the cap: never a FIFO, a device or a link out
+            proto = read_bytes(inside(folder, MODEL_FILE), MAX_TOKENIZER_BYTES)
+        except FileNotFoundError:
+            raise missing from None
+        # settings of the wrong type fall back to the defaults: the trained model is what counts
+        size = state.get("requested_vocab_size")
+        size = size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else DEFAULT_VOCAB_SIZE
+        model_type = state.get("model_type")
+        tokenizer = cls(size, model_type if model_type in MODEL_TYPES else "bpe")
         try:
-            tokenizer._load_proto(path.read_bytes())
+            tokenizer._load_proto(proto)
         except (RuntimeError, ValueError) as e:
             raise ModelFolderError(
-                f"{path} is not a usable SentencePiece model ({e}). Save the tokenizer again."
+                f"{path} is not a usable SentencePiece model ({str(e)[:200]}). Save the tokenizer again."
             ) from None
-        tokenizer.notes = list(state.get("notes", []))
+        notes = state.get("notes")
+        tokenizer.notes = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
         return tokenizer
