@@ -82,7 +82,8 @@ if kind in state.VOCAB_KEYS:
     cols[1].number_input("Vocabulary size", 50, 100_000, default, step=50, key=vocab_key, persist_state="session",
                          help="word: keep the most frequent words; sentencepiece: number of pieces")
 else:
-    cols[1].caption("Vocabulary size: every character in the text gets its own token.")
+    cols[1].caption("Vocabulary size: every character in the text gets its own token (the 9,999 most "
+                    "frequent when there are more; the rest become `<unk>`).")
 cols[2].slider("Validation fraction", 0.05, 0.5, 0.1, 0.05, key="val_fraction", persist_state="session",
                help="The last part of the text is held out to measure how well the model generalizes.")
 kind, vocab, val_fraction = state.tokenizer_settings()

@@ -274,3 +274,30 @@ def test_push_refuses_a_fifo_among_the_files_it_would_upload(tmp_path):
     api = FakeHfApi()
     outcome = within(10, lambda: hub.push_folder(tmp_path, "me/x", api=api))
     assert "named pipe" in str(outcome.get("error")) and api.calls == []
+
+
+def test_uploads_and_downloads_carry_the_models_files_but_not_the_folders_bookkeeping(tmp_path):
+    from textgen_core.pretrained import resolve
+    from ui.models import zip_model_folder
+    import io
+    import zipfile
+
+    folder = tmp_path / "model"
+    assert main(["train", str(_song(tmp_path)), "--out", str(folder), "--preset", "tiny", "--max-steps", "4",
+                 "--eval-every", "2", "--batch-size", "4", "--seq-len", "16", "--device", "cpu"]) == 0
+    assert (folder / ".textgen-files.json").is_file()
+    names = [p.name for p in hub.published_files(folder)]
+    assert "model.safetensors" in names and "config.json" in names
+    assert not any(n.startswith(".") or n == "checkpoint" for n in names)
+    with zipfile.ZipFile(io.BytesIO(zip_model_folder(folder))) as archive:
+        assert sorted(n.split("/", 1)[1] for n in archive.namelist()) == sorted(names)
+    # an app session names models by repo id or pretrained name only, never by a path on the server
+    with pytest.raises(ModelFolderError, match="not a Hub repo id"):
+        resolve(str(folder), folders=False)
+    assert resolve(str(folder))[0].model.num_parameters() > 0
+
+
+def _song(tmp_path: Path) -> Path:
+    path = tmp_path / "song.txt"
+    path.write_text("the river runs to the sea and the sea runs to the sky\n" * 40)
+    return path

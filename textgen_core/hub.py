@@ -32,6 +32,7 @@ HISTORY_FILE = "history.jsonl"
 RUN_FILE = "run.json"
 CARD_FILE = "README.md"
 HUB_FILE_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.model", "README.md"]
+HUB_IGNORE_PATTERNS = ["checkpoint/*", ".*"]   # resume state, and the folder's lock and file list
 PICKLE_FILES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 HUB_CONNECT_TIMEOUT_S = 3.0
@@ -533,17 +534,26 @@ def load(source: str | Path, revision: Optional[str] = None, device: str | torch
 
 
 # --- publishing ------------------------------------------------------------------------------
-def _upload_bytes(folder: Path) -> int:
-    """Bytes of the files an upload sends; each must be a regular file inside the folder."""
+def published_files(folder: str | Path) -> list[Path]:
+    """The files of a model folder that an upload or a download of it carries: the model's own
+    (weights, config, tokenizer, history, run record, card), not the checkpoint nor the folder's
+    bookkeeping (dot files: the lock, the list of the project's files). Each must be a regular file
+    inside the folder (a FIFO, a device or a symlink out of it is refused)."""
     from fnmatch import fnmatch
 
-    total = 0
+    folder = Path(folder)
+    chosen = []
     for path in sorted(folder.iterdir()):
-        if any(fnmatch(path.name, pattern) for pattern in HUB_FILE_PATTERNS):
+        if not path.name.startswith(".") and any(fnmatch(path.name, pattern) for pattern in HUB_FILE_PATTERNS):
             files.inside(folder, path.name)
             files.read_prefix(path, 0)  # refuses a FIFO, a device or a folder without blocking
-            total += path.stat().st_size
-    return total
+            chosen.append(path)
+    return chosen
+
+
+def _upload_bytes(folder: Path) -> int:
+    """Bytes of the files an upload sends."""
+    return sum(path.stat().st_size for path in published_files(folder))
 
 
 def _network_reason(exc: BaseException) -> Optional[str]:
@@ -606,7 +616,7 @@ def push_folder(folder: str | Path, repo_id: str, token: Optional[str] = None, p
                                                           exist_ok=True), HUB_CALL_DEADLINE_S)
         _call_with_deadline(lambda: api.upload_folder(
             folder_path=str(folder), repo_id=repo_id, token=token, allow_patterns=HUB_FILE_PATTERNS,
-            ignore_patterns=["checkpoint/*"], commit_message=f"Upload {folder.name} with textgen_core"),
+            ignore_patterns=HUB_IGNORE_PATTERNS, commit_message=f"Upload {folder.name} with textgen_core"),
             upload_deadline)
     except Exception as exc:  # network and auth errors vary by transport
         raise _push_failure(exc, repo_id, endpoint, token) from exc

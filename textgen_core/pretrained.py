@@ -82,18 +82,22 @@ def load_pretrained(entry: PretrainedEntry, prefer_hub: bool = True, device: str
 
 
 def resolve(source: str | Path, device: str = "cpu", revision: Optional[str] = None,
-            cache_dir: Optional[str] = None) -> tuple[hub.Bundle, str]:
+            cache_dir: Optional[str] = None, folders: bool = True) -> tuple[hub.Bundle, str]:
     """The one way to turn what a user typed into a model, for the API, the CLI and the app.
 
-    ``source`` is a model folder (when it exists), a pretrained name or its repo id (the Hub's copy
-    first, the bundled copy when the Hub fails), or any other Hub repo id ``owner/name``. Returns
-    the bundle and a sentence saying which copy was loaded.
+    ``source`` is a model folder (when it exists, and ``folders``: a shared app server passes
+    False, so that no session reads folders of the server's disk by path), a pretrained name or its
+    repo id (the Hub's copy first, the bundled copy when the Hub fails), or any other Hub repo id
+    ``owner/name``. Returns the bundle and a sentence saying which copy was loaded.
     """
     text = str(source).strip() if source is not None else ""
     if not text:
         raise ModelFolderError(f"no model given: {hub.NO_SOURCE}")
+    if not folders and not hub.is_repo_id(text) and find(text) is None:
+        raise ModelFolderError(f"'{text[:200]}' is not a Hub repo id of the form owner/name nor a pretrained "
+                               "model's name")
     path = Path(text).expanduser()
-    if path.exists():
+    if folders and path.exists():
         bundle = hub.load_folder(path, device)
         bundle.source = text
         return bundle, f"loaded the model folder {path}"

@@ -1,7 +1,6 @@
 """The models a session can use: trained in this session, pretrained/ folders, loaded from the Hub."""
 from __future__ import annotations
 
-import fnmatch
 import io
 import os
 import time
@@ -12,9 +11,9 @@ from typing import Callable, Optional
 
 import streamlit as st
 
-import textgen_core
 from textgen_core import Bundle, TextgenError, pretrained
-from textgen_core.hub import CARD_FILE, CONFIG_FILE, HUB_FILE_PATTERNS, WEIGHTS_FILE, load_folder
+from textgen_core.hub import CONFIG_FILE, WEIGHTS_FILE, load_folder, published_files, read_card
+from textgen_core.pretrained import resolve
 from textgen_core.recipes import SHARED_DATA
 
 from .state import session_jobs
@@ -121,8 +120,9 @@ def hub_load_form(key: str, select_key: Optional[str] = None) -> None:
     def load() -> None:
         repo_id = (state.get(f"{key}_repo") or "").strip()
         try:
-            state.hub_bundles[repo_id] = textgen_core.load(repo_id)
-            state[f"{key}_result"] = ("success", f"Loaded {repo_id}.")
+            bundle, note = resolve(repo_id, folders=False)   # tg.load's resolver, without server paths
+            state.hub_bundles[repo_id] = bundle
+            state[f"{key}_result"] = ("success", f"Loaded {repo_id}: {note}.")
             if select_key:
                 state[select_key] = f"{repo_id} · Hub"
         except TextgenError as exc:
@@ -143,9 +143,8 @@ def zip_model_folder(folder: Path) -> bytes:
     """A zip of the model's own files (weights, config, tokenizer, history, card), not checkpoint/."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(Path(folder).iterdir()):
-            if path.is_file() and any(fnmatch.fnmatch(path.name, p) for p in HUB_FILE_PATTERNS):
-                archive.write(path, f"{Path(folder).name}/{path.name}")
+        for path in published_files(folder):   # what a push uploads: regular files of the folder only
+            archive.write(path, f"{Path(folder).name}/{path.name}")
     return buffer.getvalue()
 
 
@@ -196,9 +195,9 @@ def _text(value: object) -> str:
 
 def card_markdown(bundle: Bundle) -> Optional[str]:
     """The README.md model card without its YAML front matter, if the folder has one."""
-    if bundle.path is None or not (bundle.path / CARD_FILE).is_file():
+    text = read_card(bundle.path) if bundle.path is not None else None   # bounded, regular files only
+    if text is None:
         return None
-    text = (bundle.path / CARD_FILE).read_text(encoding="utf-8", errors="replace")
     if text.startswith("---"):
         end = text.find("\n---", 3)
         text = text[end + 4:] if end != -1 else text
