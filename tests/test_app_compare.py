@@ -61,4 +61,4 @@ def test_a_configuration_too_big_for_the_memory_is_refused_before_any_starts(app
     assert not at.exception and at.session_state["compare_jobs"] == []  # refused before Start: it is off
     assert [b.disabled for b in at.button if b.label == "Start comparison"] == [True]
     (error,) = texts(at.error)
-    assert "needs at least" in error and "more than the 20 MB free on this machine" in error
+    assert "needs about" in error and "more than the 20 MB free on this machine" in error

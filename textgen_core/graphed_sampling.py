@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 import torch
 
 from .models import LanguageModel
-from .sampling import next_token_probs, plain_rnn_in_eval
+from .sampling import next_token_probs, not_finite_error, plain_rnn_in_eval
 
 CHUNK_STEPS = 32              # tokens per replay (fewer when a chunk's noise would be large)
 NOISE_BUDGET = 1 << 22        # floats of noise per chunk (16 MB): chunk * batch * vocab at most this
@@ -64,6 +64,7 @@ class ChunkedSampler:
         self.temperature = torch.ones((), device=device)
         self.top_p = torch.ones((), device=device)
         self.banned = torch.zeros(vocab, dtype=torch.bool, device=device)
+        self.finite = torch.ones((), dtype=torch.bool, device=device)          # every logit seen finite
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.record_failed = False            # then the same steps run eagerly
         self.lock = threading.Lock()          # buffers belong to one generation at a time
@@ -80,6 +81,7 @@ class ChunkedSampler:
         """The recorded work; called directly, it runs the same steps eagerly."""
         model = self.model_ref()
         for k in range(self.chunk):
+            self.finite.logical_and_(torch.isfinite(self.logits).all())         # NaN logits: broken weights
             next_ids = self._pick(self.logits, self.noise[k])                   # (B,)
             self.out[k].copy_(next_ids)
             logits, state = model(next_ids[:, None], self.state)                # (B, 1, V)
@@ -110,8 +112,9 @@ class ChunkedSampler:
     def generate(self, logits: torch.Tensor, state, length: int, temperature: float, top_p: Optional[float],
                  banned: Optional[torch.Tensor], generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Yield ``length`` (B,) id tensors (on the CPU), starting from the prompt's last logits
-        (B, V) and state; one host sync per chunk."""
+        (B, V) and state; one host sync per chunk. NaN or infinite logits raise ConfigError."""
         self.logits.copy_(logits)
+        self.finite.fill_(True)
         _copy_state(self.state, state)
         self.temperature.fill_(temperature if temperature > 0 else 1.0)
         self.top_p.fill_(top_p if top_p is not None else 1.0)
@@ -126,6 +129,8 @@ class ChunkedSampler:
             else:
                 self.run_chunk()
             ids = self.out.cpu()                     # (K, B): waits for the chunk, once
+            if not bool(self.finite):
+                raise not_finite_error()
             for row in ids[:remaining]:
                 yield row
             remaining -= len(ids)

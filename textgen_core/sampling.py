@@ -6,6 +6,8 @@ Logit filters are tiny pure functions; ``sample_ids`` yields token ids for a bat
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -18,9 +20,29 @@ from .tokenizers import Tokenizer
 
 MAX_LENGTH = 100_000   # tokens per sample; longer requests are refused, never silently cut
 MAX_SAMPLES = 256
+# All samples of a request together: their text is held in memory (about 1-200 MB at this limit).
+MAX_TOTAL_TOKENS = 2_000_000
+MAX_PROMPT_CHARS = 100_000          # longer prompts are refused (the app's prompt box uses this limit)
+MAX_PROMPT_TOKENS = 4 * MAX_PROMPT_CHARS   # a byte-fallback tokenizer makes at most 4 tokens a character
+# 0 means greedy. Between 0 and this, sampling is greedy in all but name (a logit gap of 0.1 becomes
+# e^-100), and tiny values overflow logits / T to inf, whose softmax is NaN.
+MIN_TEMPERATURE = 1e-3
+# Memory one request may take beyond the model's weights: the samples' states and per-step work.
+# A prompt pass takes at most PROMPT_PASS_BYTES of it; longer prompts are read in chunks at batch 1.
+SAMPLING_MEMORY_LIMIT = 1_500_000_000
+PROMPT_PASS_BYTES = 256_000_000
+PROMPT_CHUNK_TOKENS = 1024
 
 # Toggling oneDNN off for sampling makes torch warn about an unrelated Intel-GPU TF32 setting.
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -33,18 +55,24 @@ class SamplingOptions:
     seed: Optional[int] = None        # same seed, same text; None draws a fresh one
 
     def validated(self) -> "SamplingOptions":
-        if not isinstance(self.length, int) or not 0 <= self.length <= MAX_LENGTH:
+        if not _is_whole(self.length) or not 0 <= self.length <= MAX_LENGTH:
             raise ConfigError(f"length must be a whole number from 0 to {MAX_LENGTH} (got {self.length!r})")
-        if not 0 <= self.temperature <= 100:
-            raise ConfigError(f"temperature must be from 0 to 100 (got {self.temperature!r})")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+        if not _is_number(self.temperature) or not (self.temperature == 0 or
+                                                    MIN_TEMPERATURE <= self.temperature <= 100):
+            raise ConfigError(f"temperature must be 0 (greedy) or a number from {MIN_TEMPERATURE:g} to 100 "
+                              f"(got {self.temperature!r})")
+        if self.top_k is not None and (not _is_whole(self.top_k) or self.top_k < 1):
             raise ConfigError(f"top-k must be a whole number of at least 1 (got {self.top_k!r})")
-        if self.top_p is not None and not 0 <= self.top_p <= 1:
+        if self.top_p is not None and (not _is_number(self.top_p) or not 0 <= self.top_p <= 1):
             raise ConfigError(f"top-p must be from 0 to 1 (got {self.top_p!r})")
-        if not isinstance(self.num_samples, int) or not 1 <= self.num_samples <= MAX_SAMPLES:
+        if not _is_whole(self.num_samples) or not 1 <= self.num_samples <= MAX_SAMPLES:
             raise ConfigError(f"number of samples must be from 1 to {MAX_SAMPLES} (got {self.num_samples!r})")
-        if self.seed is not None and not -2**63 <= self.seed < 2**64:
-            raise ConfigError(f"seed must fit in 64 bits (got {self.seed!r})")
+        if self.num_samples * self.length > MAX_TOTAL_TOKENS:
+            raise ConfigError(f"{self.num_samples} samples of {self.length} tokens are "
+                              f"{self.num_samples * self.length:,} tokens, more than the {MAX_TOTAL_TOKENS:,} "
+                              "one request may generate; ask for fewer samples or shorter ones")
+        if self.seed is not None and (not _is_whole(self.seed) or not -2**63 <= self.seed < 2**64):
+            raise ConfigError(f"seed must be a whole number that fits in 64 bits (got {self.seed!r})")
         return self
 
 
@@ -179,20 +207,186 @@ def _one_thread(forward, batch: int):
     return one_thread
 
 
+def not_finite_error() -> ConfigError:
+    return ConfigError("the model's output is not a finite number (NaN or infinite) while sampling: its "
+                       "weights are broken; retrain it or load another model")
+
+
+def check_finite(logits: torch.Tensor) -> None:
+    """Raise a clear error when any of the (B, V) logits is NaN or infinite (softmax would be NaN).
+
+    One sum is the check: it is NaN or infinite when any entry is (or when finite entries are so
+    large that they overflow, which softmax / temperature would not survive either). It costs about
+    3 us a step on the CPU, a quarter of ``isfinite(...).all()``.
+    """
+    if not math.isfinite(logits.sum().item()):
+        raise not_finite_error()
+
+
+def _tensors(state) -> list[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, (tuple, list)):
+        return [t for part in state for t in _tensors(part)]
+    return []
+
+
+def _float_bytes(model: LanguageModel) -> int:
+    return next(model.parameters()).element_size()
+
+
+def state_bytes(model: LanguageModel) -> int:
+    """Bytes of the state one sample carries while generating (an attention cache at its fullest)."""
+    cfg = model.config
+    if cfg.arch == "attention":  # keys and values of the last context - 1 positions, per block
+        return 2 * cfg.layers * (cfg.context - 1) * cfg.hidden * _float_bytes(model)
+    try:
+        state = model.init_state(1, "meta")
+    except (TypeError, RuntimeError, NotImplementedError):
+        state = model.init_state(1)
+    return sum(t.numel() * t.element_size() for t in _tensors(state))
+
+
+def sampling_memory_bytes(model: LanguageModel, num_samples: int) -> int:
+    """Memory beyond the weights that generating ``num_samples`` samples needs: each sample's state
+    twice (a step builds the new state before the old one goes), about 16 floats per vocabulary entry
+    for a step's logits, filters and draw, and one prompt pass (at most PROMPT_PASS_BYTES)."""
+    per_sample = 2 * state_bytes(model) + 16 * 4 * model.config.vocab_size
+    return num_samples * per_sample + PROMPT_PASS_BYTES
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def check_sampling_memory(model: LanguageModel, num_samples: int) -> None:
+    """Refuse, with how many samples would fit, a request over SAMPLING_MEMORY_LIMIT."""
+    need = sampling_memory_bytes(model, num_samples)
+    if need <= SAMPLING_MEMORY_LIMIT:
+        return
+    each = (need - PROMPT_PASS_BYTES) / num_samples
+    fits = int((SAMPLING_MEMORY_LIMIT - PROMPT_PASS_BYTES) // each)
+    advice = f"ask for at most {fits} samples" if fits else "this model is too large to sample from here"
+    raise ConfigError(f"{num_samples} sample(s) from this model need about {_size(need)} of memory "
+                      f"({_size(each)} each for its state and next-token work), more than the "
+                      f"{_size(SAMPLING_MEMORY_LIMIT)} one request may use; {advice}")
+
+
+def _check_prompt_ids(prompt_ids: list[int]) -> None:
+    if not prompt_ids:
+        raise ConfigError("the prompt encodes to no tokens")
+    if len(prompt_ids) > MAX_PROMPT_TOKENS:
+        raise ConfigError(f"the prompt is {len(prompt_ids):,} tokens long, more than the {MAX_PROMPT_TOKENS:,} "
+                          "a prompt may have; shorten it")
+
+
+def _row_floats(model: LanguageModel, tokens: int) -> int:
+    """Floats a prompt pass holds at its peak per sample and token: the logits, a few layers'
+    activations and, for attention, a row of every head's attention matrix (tokens + cache wide)."""
+    cfg = model.config
+    floats = cfg.vocab_size + 16 * cfg.hidden
+    if cfg.arch == "attention":
+        floats += 3 * cfg.heads * (tokens + cfg.context)
+    return floats
+
+
+def _pass_bytes(model: LanguageModel, batch: int, tokens: int) -> int:
+    return 4 * batch * tokens * _row_floats(model, tokens)
+
+
+def _chunk_tokens(model: LanguageModel) -> int:
+    """The longest piece (at most PROMPT_CHUNK_TOKENS) a batch-1 pass reads within PROMPT_PASS_BYTES."""
+    tokens = PROMPT_CHUNK_TOKENS
+    while tokens > 1 and _pass_bytes(model, 1, tokens) > PROMPT_PASS_BYTES:
+        tokens //= 2
+    return tokens
+
+
+def _repeat_like(state, one, two, batch: int):
+    """``state`` (for one sample) repeated ``batch`` times along each tensor's batch dimension: the one
+    dimension in which ``init_state(1)`` (``one``) and ``init_state(2)`` (``two``) differ. None where
+    the structures do not match."""
+    if isinstance(state, torch.Tensor):
+        if not isinstance(one, torch.Tensor) or not isinstance(two, torch.Tensor) or state.dim() != one.dim():
+            return None
+        dims = [i for i, (a, b) in enumerate(zip(one.shape, two.shape)) if a != b]
+        if len(dims) != 1 or state.shape[dims[0]] != 1:
+            return None
+        repeats = [1] * state.dim()
+        repeats[dims[0]] = batch
+        return state.repeat(*repeats)
+    if not isinstance(state, (tuple, list)) or not isinstance(one, (tuple, list)) or \
+            not isinstance(two, (tuple, list)) or not len(state) == len(one) == len(two):
+        return None
+    parts = [_repeat_like(s, o, t, batch) for s, o, t in zip(state, one, two)]
+    if any(part is None for part in parts):
+        return None
+    return tuple(parts) if isinstance(state, tuple) else parts
+
+
+def repeat_state(model: LanguageModel, state, batch: int):
+    """A one-sample ``state`` repeated for ``batch`` samples (None where the model's state has no
+    batch dimension this can find)."""
+    try:
+        one, two = model.init_state(1, "meta"), model.init_state(2, "meta")
+    except (TypeError, RuntimeError, NotImplementedError):
+        one, two = model.init_state(1), model.init_state(2)
+    return _repeat_like(state, one, two, batch)
+
+
+def _read_in_chunks(model: LanguageModel, forward, ids: torch.Tensor, chunk: int):
+    """(B, V) last logits and the state after reading ``ids`` (B, P) ``chunk`` tokens at a time."""
+    state = None
+    for start in range(0, ids.shape[1], chunk):
+        logits, state = forward(ids[:, start:start + chunk], state)
+        last = logits[:, -1, :].clone()   # (B, V): the (B, chunk, V) logits are dropped at once
+        del logits
+    return last, state
+
+
+def read_prompt(model: LanguageModel, forward, prompt_ids: list[int], batch: int):
+    """The prompt's last logits (batch, V) and the model's state after it, for ``batch`` samples.
+
+    A prompt whose pass for the whole batch fits in PROMPT_PASS_BYTES (the usual case) is read in
+    that one pass. A longer one is read once at batch 1, in chunks with the state carried, and its
+    state repeated for every sample, so memory stays bounded at any length; a CNN or attention model
+    sees only its last ``receptive_field`` tokens, so only those are read (same logits and state, up to
+    rounding).
+    """
+    device = model.device
+    if _pass_bytes(model, batch, len(prompt_ids)) <= PROMPT_PASS_BYTES:
+        logits, state = forward(torch.tensor([prompt_ids] * batch, device=device))   # (B, P, V)
+        return logits[:, -1, :], state
+    window = getattr(model, "receptive_field", None)
+    if isinstance(window, int) and window > 0:
+        prompt_ids = prompt_ids[-window:]
+    chunk = _chunk_tokens(model)
+    last, state = _read_in_chunks(model, forward, torch.tensor([prompt_ids], device=device), chunk)
+    if batch == 1:
+        return last, state
+    repeated = repeat_state(model, state, batch)
+    if repeated is None:   # a state this cannot repeat: read the prompt for every sample
+        ids = torch.tensor([prompt_ids] * batch, device=device)
+        return _read_in_chunks(model, forward, ids, max(1, chunk // batch))
+    return last.repeat(batch, 1), repeated
+
+
 @torch.inference_mode()
 def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions,
                banned_ids: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
     """Yield (num_samples,) next-token ids, ``options.length`` times (on the model's device, or on
     the CPU where a GPU samples in recorded chunks: ``graphed_sampling``).
 
-    The prompt is read in one forward pass; afterwards each step feeds only the newest token.
-    ``banned_ids`` (e.g. the unknown token) are never produced.
+    The prompt is read once (``read_prompt``); afterwards each step feeds only the newest token.
+    ``banned_ids`` (e.g. the unknown token) are never produced. A model whose logits are NaN or
+    infinite raises ConfigError, as does a request over SAMPLING_MEMORY_LIMIT.
     """
     from . import graphed_sampling
+    from .memory import is_out_of_memory
 
     options.validated()
-    if not prompt_ids:
-        raise ConfigError("the prompt encodes to no tokens")
+    _check_prompt_ids(prompt_ids)
+    check_sampling_memory(model, options.num_samples)
     device = model.device
     generator = torch.Generator(device=device)
     if options.seed is None:
@@ -207,11 +401,11 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
             if device.type == "cpu":
                 forward = _one_thread(model, options.num_samples)
                 step_forward = _one_thread(_rnn_step(model) or model, options.num_samples)
-            ids = torch.tensor([prompt_ids] * options.num_samples, device=device)   # (B, P)
-            logits, state = forward(ids)
+            last, state = read_prompt(model, forward, prompt_ids, options.num_samples)   # (B, V)
+            check_finite(last)
             banned = None   # (V,) bool mask, built once
-            if banned_ids and len(banned_ids) < logits.shape[-1]:
-                banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+            if banned_ids and len(banned_ids) < last.shape[-1]:
+                banned = torch.zeros(last.shape[-1], dtype=torch.bool, device=device)
                 banned[list(banned_ids)] = True
             if device.type == "cuda":  # chunks of steps replayed as CUDA graphs where the model allows
                 chunked = graphed_sampling.acquire(model, options.num_samples, options.temperature == 0,
@@ -219,20 +413,23 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
                                                    banned is not None)
                 if chunked is not None:
                     try:
-                        yield from chunked.generate(logits[:, -1, :], state, options.length, options.temperature,
+                        yield from chunked.generate(last, state, options.length, options.temperature,
                                                     active_top_p(options), banned, generator)
                     finally:
                         chunked.lock.release()
                     return
             for step in range(options.length):
-                last = logits[:, -1, :]
                 if banned is not None:
                     last = last.masked_fill(banned, float("-inf"))
                 next_ids = pick_next(last, options, generator)                      # (B,)
                 yield next_ids
                 if step + 1 < options.length:  # the last token needs no forward pass
                     logits, state = step_forward(next_ids[:, None], state)
-    except (torch.OutOfMemoryError, MemoryError) as exc:
+                    last = logits[:, -1, :]
+                    check_finite(last)
+    except (RuntimeError, MemoryError) as exc:   # torch.OutOfMemoryError is a RuntimeError
+        if not is_out_of_memory(exc):
+            raise
         if device.type == "cuda":
             torch.cuda.empty_cache()  # give back what this attempt took, so the next one can run
         raise ConfigError(f"out of memory while sampling {options.num_samples} sample(s) from a "
@@ -244,6 +441,11 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
 
 def start_ids(tokenizer: Tokenizer, prompt: str) -> list[int]:
     """The prompt's ids; an empty prompt starts after a newline (or the first token) instead."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise ConfigError(f"the prompt must be text (got {type(prompt).__name__})")
+    if prompt and len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError(f"the prompt has {len(prompt):,} characters, more than the {MAX_PROMPT_CHARS:,} "
+                          "a prompt may have; shorten it")
     if prompt:
         ids = tokenizer.encode(prompt)
         if ids:
@@ -275,6 +477,7 @@ class _IncrementalDecoder:
 def stream_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str,
                 options: SamplingOptions) -> Iterator[list[str]]:
     """Yield, per step, the new text of every sample (a list of num_samples strings)."""
+    options.validated()
     banned = tokenizer.never_generate
     decoders = [_IncrementalDecoder(tokenizer) for _ in range(options.num_samples)]
     for next_ids in sample_ids(model, start_ids(tokenizer, prompt), options, banned):
