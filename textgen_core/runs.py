@@ -182,30 +182,24 @@ def _check_new_target(out_dir: Path, contents: FolderContents, overwrite: bool) 
                           "names are replaced, nothing else is touched)")
 
 
-def _take_folder(out_dir: Path, resume: bool, overwrite: bool) -> tuple[FolderLock, bool, list[str]]:
-    """Lock the output folder and make it ready; returns (lock, whether to resume, notes)."""
-    if not resume:
-        _check_new_target(out_dir, inspect_folder(out_dir), overwrite)   # before creating anything
+def _take_folder(out_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
+    """Lock the output folder and make it ready for the run (its first write)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_failure(out_dir, exc) from exc
     lock = FolderLock(out_dir).acquire()
     try:
-        contents, notes = inspect_folder(out_dir), []   # again, now that no other run can change it
-        if resume and contents.ours and not checkpoint.has_checkpoint(out_dir / CHECKPOINT_DIR):
-            notes.append(f"nothing to resume in {out_dir}: the run stopped before its first checkpoint; "
-                         "training from the start")
-            resume = False
-        elif not resume and contents.ours and not contents.has_checkpoint:
-            notes.append(f"{out_dir} held a run that stopped before its first checkpoint; starting it again")
+        contents = inspect_folder(out_dir)   # again, now that no other run can change it
+        if resume and not contents.has_checkpoint:
+            raise ConfigError(f"the checkpoint in {out_dir} went away while the run was prepared; start again")
         if not resume:
             _check_new_target(out_dir, contents, overwrite)
             remove_own_files(out_dir, contents)
-        claim(out_dir, set(RUN_FILES))   # the first write: a folder that cannot be written fails here
+        claim(out_dir, set(RUN_FILES))   # a folder that cannot be written fails here, before training
         remove_temp_files(out_dir)
         checkpoint.remove_stale_units(out_dir / CHECKPOINT_DIR)
-        return lock, resume, notes
+        return lock
     except BaseException:
         lock.release()
         raise
@@ -214,60 +208,74 @@ def _take_folder(out_dir: Path, resume: bool, overwrite: bool) -> tuple[FolderLo
 def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
                 name: Optional[str] = None, command: Optional[str] = None,
                 overwrite: bool = False) -> PreparedRun:
-    """Lock the output folder, fit (or reload) the tokenizer, encode, split, build the model and its
-    Trainer.
+    """Fit (or reload) the tokenizer, encode, split and check the memory; then lock the output folder,
+    build the model and its Trainer.
 
     A new run refuses a folder holding a model or files the project did not write, unless
     ``overwrite`` (which replaces the model's files and deletes nothing else); a folder whose run
     stopped before its first checkpoint is started again. A resume refuses a different corpus,
-    tokenizer, model or validation split, naming what differs.
+    tokenizer, model or validation split, naming what differs. Nothing is written before every
+    check has passed.
     """
     out_dir = Path(out_dir)
     settings.train.validated()
+    notes: list[str] = []
     if resume:
         _check_resumable(out_dir)
-    lock, resume, notes = _take_folder(out_dir, resume, overwrite)
-    try:
-        return _prepare(corpus, settings, out_dir, resume, name, command, lock, notes)
-    except BaseException:
-        lock.release()
-        raise
-
-
-def _prepare(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
-             command: Optional[str], lock: FolderLock, notes: list[str]) -> PreparedRun:
-    if resume:
-        saved = _saved_identity(out_dir)
-        tokenizer = load_tokenizer(out_dir)
-        config = ModelConfig.from_dict(hub.read_json(out_dir / hub.CONFIG_FILE))
-        differences = resume_differences(saved, corpus, settings, settings.model_config(tokenizer.vocab_size))
-        if differences:
-            raise ConfigError(f"cannot resume {out_dir}: these settings differ from the saved run's: "
-                              f"{'; '.join(differences)}. Resume with the run's own settings, or start a new "
-                              "run in another folder")
-        if "corpus" not in saved:
-            notes.append("this checkpoint predates corpus fingerprints: make sure the text is the one it "
-                         "was trained on")
+        if not checkpoint.has_checkpoint(out_dir / CHECKPOINT_DIR):
+            notes.append(f"nothing to resume in {out_dir}: the run stopped before its first checkpoint; "
+                         "training from the start")
+            resume = False
     else:
-        tokenizer = make_tokenizer(settings.tokenizer, settings.vocab_size).fit(corpus.text)
-        config = settings.model_config(tokenizer.vocab_size)
+        contents = inspect_folder(out_dir)
+        _check_new_target(out_dir, contents, overwrite)
+        if contents.ours and not contents.has_checkpoint:
+            notes.append(f"{out_dir} held a run that stopped before its first checkpoint; starting it again")
+    tokenizer, config = (_saved_run(corpus, settings, out_dir, notes) if resume else
+                         _new_run(corpus, settings))
     ids = encode_corpus(tokenizer, corpus.text)
     split = split_ids(ids, settings.val_fraction, settings.train.seq_len)
     # the model read from the folder when resuming, not the settings' sizes
     check_memory(config, settings.train.batch_size, settings.train.seq_len,
-                 resolve_device(settings.train.validated().device).type)
-    torch.manual_seed(settings.train.seed)
-    model = build_model(config)
-    if not resume:  # tokenizer and config go first: the weights written at each new best need them
-        tokenizer.save(out_dir)
-        write_json(out_dir / hub.CONFIG_FILE, config.to_dict())
-    trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val),
-                      checkpoint_dir=out_dir / CHECKPOINT_DIR, best_weights_path=out_dir / hub.WEIGHTS_FILE,
-                      identity=run_identity(corpus, settings, config))
-    if resume:
-        trainer.resume(out_dir / CHECKPOINT_DIR)
+                 resolve_device(settings.train.device).type)
+    lock = _take_folder(out_dir, resume, overwrite)
+    try:
+        torch.manual_seed(settings.train.seed)
+        model = build_model(config)
+        if not resume:  # tokenizer and config go first: the weights written at each new best need them
+            tokenizer.save(out_dir)
+            write_json(out_dir / hub.CONFIG_FILE, config.to_dict())
+        trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val),
+                          checkpoint_dir=out_dir / CHECKPOINT_DIR, best_weights_path=out_dir / hub.WEIGHTS_FILE,
+                          identity=run_identity(corpus, settings, config))
+        if resume:
+            trainer.resume(out_dir / CHECKPOINT_DIR)
+    except BaseException:
+        lock.release()
+        raise
     return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command,
                        lock, notes)
+
+
+def _new_run(corpus: Corpus, settings: RunSettings) -> tuple[Tokenizer, ModelConfig]:
+    tokenizer = make_tokenizer(settings.tokenizer, settings.vocab_size).fit(corpus.text)
+    return tokenizer, settings.model_config(tokenizer.vocab_size)
+
+
+def _saved_run(corpus: Corpus, settings: RunSettings, out_dir: Path, notes: list[str]) -> tuple[Tokenizer, ModelConfig]:
+    """The saved tokenizer and model config, once the settings are known to be the saved run's."""
+    saved = _saved_identity(out_dir)
+    tokenizer = load_tokenizer(out_dir)
+    config = ModelConfig.from_dict(hub.read_json(out_dir / hub.CONFIG_FILE))
+    differences = resume_differences(saved, corpus, settings, settings.model_config(tokenizer.vocab_size))
+    if differences:
+        raise ConfigError(f"cannot resume {out_dir}: these settings differ from the saved run's: "
+                          f"{'; '.join(differences)}. Resume with the run's own settings, or start a new "
+                          "run in another folder")
+    if "corpus" not in saved:
+        notes.append("this checkpoint predates corpus fingerprints: make sure the text is the one it "
+                     "was trained on")
+    return tokenizer, config
 
 
 def finish_run(run: PreparedRun, history: History) -> RunResult:
