@@ -78,7 +78,8 @@ def make_base(root: Path) -> tuple[Path, Path]:
 def child_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT",)}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1",
-               HF_HOME=str(Path(tempfile.gettempdir()) / "textgen-hostile-hf"), **extra)
+               HF_HOME=str(Path(tempfile.gettempdir()) / "textgen-hostile-hf"))
+    env.update(extra)
     return env
 
 
@@ -389,7 +390,7 @@ def run_probe(name: str, setup: Callable[[Path], Spec], scratch: Path) -> dict:
     if problem is None and peak_mb > MAX_PEAK_MB:
         problem = f"peak memory {peak_mb:.0f} MB"
     said = (done.stdout if code in (0, 130) and done.stdout.strip() else done.stderr).strip().splitlines()
-    last = (said or [""])[-1][:140]
+    last = (said or [""])[-1].replace(f"{tmp}/", "…/").replace(str(tmp), "…").replace(str(scratch), "…")[:150]
     return {"probe": name, "expected": spec.expect, "outcome": outcome, "ok": problem is None,
             "problem": problem, "seconds": round(seconds, 2), "peak_mb": round(peak_mb, 1),
             "exit": code, "last_line": last}

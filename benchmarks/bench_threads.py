@@ -20,7 +20,7 @@ import torch
 
 from bench_trainer import load_ids, trainer_run
 from textgen_core.data import TokenSplit
-from textgen_core.defaults import cpu_has_native_bf16
+from textgen_core.devices import bf16_supported
 from textgen_core.models import ModelConfig, build_model
 
 CASES = [dict(name=f"{arch} 2x256", arch=arch, embedding=64, hidden=256, layers=2, batch=32, seq=64)
@@ -69,7 +69,7 @@ def main() -> None:
     info = machine()
     print(describe(info))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+    precisions = ["fp32", "bf16"] if bf16_supported("cpu") else ["fp32"]
     if args.quick:
         ids, vocab = load_ids(synthetic=True)
         rows = [measure(QUICK_CASE, "fp32", ids, vocab, steps=6, repeats=args.repeats or 1, cores=cores)]

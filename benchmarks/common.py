@@ -21,6 +21,8 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere
 
 import torch  # noqa: E402
 
+from textgen_core.devices import cpu_summary  # noqa: E402
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 LOCAL_DATA = ROOT / ".data"   # git-ignored copy for machines without ../shared (e.g. the GPU box)
 
@@ -39,6 +41,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": _cpu_name(),
+        "cpu_flags": cpu_summary(),   # the CPU's name and the flags that decide its kernels
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
@@ -61,7 +64,8 @@ def _cpu_name() -> str:
 
 def describe(info: dict) -> str:
     gpu = f", GPU {info['gpu']}" if info.get("gpu") else ", no GPU"
-    return (f"machine: {info['cpu']} ({info['cpu_count']} cores, torch threads {info['torch_threads']}), "
+    return (f"machine: {info.get('cpu_flags') or info['cpu']}, {info['cpu_count']} cores, torch threads "
+            f"{info['torch_threads']}, "
             f"torch {info['torch']}, python {info['python']}{gpu}; load average {info['load_avg']}")
 
 

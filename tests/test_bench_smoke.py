@@ -88,3 +88,11 @@ def test_pretrained_loading(capsys):
     assert result["benchmark"] == "pretrained"
     for row in result["rows"]:  # none when no model is bundled
         assert row["first_load_s"] > 0 and "bundled copy" in row["note"] and "bundled copy" in row["silent_hub_note"]
+
+
+def test_hostile_probes(capsys):
+    """A few hostile inputs, each in a fresh process: a clean error or a correct result."""
+    result = run_quick("bench_hostile.py", capsys=capsys)
+    assert result["benchmark"] == "hostile" and len(result["rows"]) == 3
+    assert result["bad"] == [], result["rows"]
+    assert all(row["ok"] and row["peak_mb"] > 0 for row in result["rows"])

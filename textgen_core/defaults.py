@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import torch
 
-from .devices import cpu_has_native_bf16
+from .devices import bf16_supported
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -38,7 +38,7 @@ def recommended_settings(device: str = "auto") -> dict:
     if device == "cuda":
         return dict(GPU_DEFAULTS)
     settings = dict(CPU_DEFAULTS)
-    if settings["precision"] == "bf16" and not cpu_has_native_bf16():
+    if settings["precision"] == "bf16" and not bf16_supported("cpu"):
         settings["precision"] = "fp32"
     return settings
 
