@@ -111,7 +111,7 @@ def probes(song: Path, base: Path, endpoint: str) -> dict[str, Callable[[Path], 
             return cli("sample", str(folder), "--length", "20", "--seed", "1", *args, **options)
         return setup
 
-    def huge_config(folder: Path) -> None:   # 269 GB of parameters described, 300 KB of weights
+    def huge_config(folder: Path) -> None:   # 137 GB of fp32 weights described (34B parameters), 300 KB present
         edit_json(folder / "config.json", arch="lstm", embedding=8192, hidden=8192, layers=64)
 
     def config_103gb(folder: Path) -> None:
@@ -280,7 +280,7 @@ def probes(song: Path, base: Path, endpoint: str) -> dict[str, Callable[[Path], 
 
     return {
         # model folders
-        "config of 269 GB, weights of 300 KB": folder_probe(huge_config),
+        "config of 137 GB (LSTM), weights of 300 KB": folder_probe(huge_config),
         "config of 103 GB (GRU)": folder_probe(config_103gb),
         "NaN weights": folder_probe(nan_weights),
         "config without arch": folder_probe(no_arch),
@@ -354,7 +354,7 @@ def _nan_copy(base: Path, tmp: Path) -> Path:
     return folder
 
 
-QUICK = ("config of 269 GB, weights of 300 KB", "corpus is a FIFO", "run.json with wrong types")
+QUICK = ("config of 137 GB (LSTM), weights of 300 KB", "corpus is a FIFO", "run.json with wrong types")
 
 
 # --- running ---------------------------------------------------------------------------------------

@@ -354,3 +354,10 @@ def test_the_character_vocabulary_is_capped_and_says_so():
     assert tokenizer.vocab_size == 10_000
     assert "kept the 9999 most frequent of 20002 distinct characters" in tokenizer.notes[0]
     assert tokenizer.decode(tokenizer.encode("ab")) == "ab"
+
+
+def test_every_field_a_run_records_reads_back(song, tmp_path):
+    """The loader keeps only well-typed known fields of run.json: none the run writes may be lost."""
+    folder = tmp_path / "model"
+    assert train(song, folder) == 0
+    assert tg.load(folder).info == json.loads((folder / "run.json").read_text())

@@ -145,7 +145,7 @@ def _parse_lines(lines: list[str], origin: str) -> list:
 _TEXT, _WHOLE, _NUMBER, _TEXTS, _SCALARS = "text", "whole", "number", "texts", "scalars"
 RUN_FIELDS: dict[str, Any] = {
     "name": _TEXT,
-    "corpus": {"name": _TEXT, "chars": _WHOLE, "encoding": _TEXT},
+    "corpus": {"name": _TEXT, "chars": _WHOLE, "encoding": _TEXT, "sha256": _TEXT},
     "tokenizer": {"type": _TEXT, "vocab_size": _WHOLE, "notes": _TEXTS},
     "model": _SCALARS, "train_config": _SCALARS,
     "parameters": _WHOLE, "val_fraction": _NUMBER, "chars_per_token": _NUMBER, "steps": _WHOLE,
