@@ -205,25 +205,24 @@ def probes(song: Path, base: Path, endpoint: str) -> dict[str, Callable[[Path], 
                        expect="interrupted", wait_for=out / wait, signals=signals, check=check)
         return setup
 
-    def kill_9(tmp: Path) -> Spec:
-        out = tmp / "out"
+    def training(out: Path, minutes: str) -> subprocess.Popen:
+        """A training in the background, once it has written its first checkpoint."""
         proc = subprocess.Popen([sys.executable, "-m", "textgen_core", "train", str(song), "--out", str(out),
-                                 *TRAIN_FAST, "--max-minutes", "2", "--eval-every", "5"], cwd=ROOT, env=child_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 *TRAIN_FAST, "--max-minutes", minutes, "--eval-every", "5"], cwd=ROOT,
+                                env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while not (out / "checkpoint" / "latest.json").exists() and proc.poll() is None:
             time.sleep(0.05)
+        return proc
+
+    def kill_9(tmp: Path) -> Spec:
+        proc = training(tmp / "out", "2")
         proc.kill()
         proc.wait()
-        return cli("sample", str(out), "--length", "20", "--seed", "1", expect="ok")
+        return cli("sample", str(tmp / "out"), "--length", "20", "--seed", "1", expect="ok")
 
     def second_run(tmp: Path) -> Spec:
-        out = tmp / "out"
-        first = subprocess.Popen([sys.executable, "-m", "textgen_core", "train", str(song), "--out", str(out),
-                                  *TRAIN_FAST, "--max-minutes", "1", "--eval-every", "5"], cwd=ROOT, env=child_env(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while not (out / "checkpoint" / "latest.json").exists() and first.poll() is None:
-            time.sleep(0.05)
-        spec = cli("train", str(song), "--out", str(out), *TRAIN_FAST, "--resume")
+        first = training(tmp / "out", "1")
+        spec = cli("train", str(song), "--out", str(tmp / "out"), *TRAIN_FAST, "--resume")
         spec.check = lambda done: (first.kill(), first.wait(), None)[-1]
         return spec
 

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/x.py` from anywhere
 
 import torch  # noqa: E402
 
-from textgen_core.devices import cpu_summary  # noqa: E402
+from textgen_core.devices import cpu_name, cpu_summary  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 LOCAL_DATA = ROOT / ".data"   # git-ignored copy for machines without ../shared (e.g. the GPU box)
@@ -40,7 +40,7 @@ def machine() -> dict:
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_flags": cpu_summary(),   # the CPU's name and the flags that decide its kernels
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -50,16 +50,6 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe(info: dict) -> str:

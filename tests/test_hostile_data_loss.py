@@ -325,8 +325,12 @@ def test_ctrl_c_while_starting_up_prints_no_traceback(song, tmp_path):
 # --- what a folder records ----------------------------------------------------------------------
 def test_the_card_records_no_absolute_paths_and_the_runs_own_thread_count(song, tmp_path):
     folder = tmp_path / "model"
-    torch.set_num_threads(2)
-    assert train(song, folder.resolve(), "--cpu-threads", "1") == 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)   # torch's own setting differs from the run's
+    try:
+        assert train(song, folder.resolve(), "--cpu-threads", "1") == 0
+    finally:
+        torch.set_num_threads(before)
     info = json.loads((folder / "run.json").read_text())
     assert str(tmp_path) not in info["command"] and str(tmp_path) not in (folder / "README.md").read_text()
     assert "train song.txt --out model" in info["command"]

@@ -51,6 +51,30 @@ def size_text(n_bytes: float) -> str:
     return f"{int(n_bytes)} bytes"
 
 
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """An open descriptor of the regular file ``path`` and its status; a FIFO is opened non-blocking,
+    so that refusing it never waits for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UnsafeFileError(f"{path} is {_kind(info.st_mode)}, not a regular file; only regular "
+                              "files are read")
+    os.set_blocking(fd, True)
+    return fd, info
+
+
+def _read_up_to(fd: int, limit: int) -> bytes:
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_bytes(path: str | Path, max_bytes: int, tail: bool = False) -> bytes:
     """The bytes of the regular file at ``path`` (symlinks to regular files are followed).
 
@@ -59,28 +83,16 @@ def read_bytes(path: str | Path, max_bytes: int, tail: bool = False) -> bytes:
     ``max_bytes``; with ``tail`` a larger file gives its last ``max_bytes`` bytes instead.
     """
     path = Path(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd, info = _open_regular(path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeFileError(f"{path} is {_kind(info.st_mode)}, not a regular file; only regular "
-                                  "files are read")
         if info.st_size > max_bytes:
             if not tail:
                 raise UnsafeFileError(f"{path} is {size_text(info.st_size)}, more than the "
                                       f"{size_text(max_bytes)} such a file may hold")
             os.lseek(fd, info.st_size - max_bytes, os.SEEK_SET)
-        os.set_blocking(fd, True)
-        chunks, left = [], max_bytes + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        data = _read_up_to(fd, max_bytes + 1)
     finally:
         os.close(fd)
-    data = b"".join(chunks)
     if len(data) > max_bytes:  # the file grew while it was read
         if not tail:
             raise UnsafeFileError(f"{path} is more than the {size_text(max_bytes)} such a file may hold")
@@ -91,23 +103,11 @@ def read_bytes(path: str | Path, max_bytes: int, tail: bool = False) -> bytes:
 def read_prefix(path: str | Path, n_bytes: int) -> tuple[bytes, int]:
     """(at most the first ``n_bytes`` bytes, the whole size) of the regular file at ``path``:
     a file's header without reading the rest. Refuses what ``read_bytes`` refuses, the same way."""
-    fd = os.open(Path(path), os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd, info = _open_regular(Path(path))
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeFileError(f"{path} is {_kind(info.st_mode)}, not a regular file; only regular "
-                                  "files are read")
-        os.set_blocking(fd, True)
-        chunks, left = [], min(n_bytes, info.st_size)
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
+        return _read_up_to(fd, min(n_bytes, info.st_size)), info.st_size
     finally:
         os.close(fd)
-    return b"".join(chunks), info.st_size
 
 
 def _no_constants(name: str) -> None:
