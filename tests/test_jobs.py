@@ -121,7 +121,7 @@ def test_reaper_stops_jobs_of_silent_owners(tmp_path, corpus):
     now[0] = 100.0
     assert registry.reap() == [job]
     assert job.join(60)
-    assert job.status == STOPPED and job.message.startswith("stopped automatically")
+    assert job.status == STOPPED and job.message.startswith("stopped: no page open for 1 min")
     assert kept.active
     kept.stop()
     assert kept.join(60)

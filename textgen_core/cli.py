@@ -16,11 +16,11 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from . import api, hub, pretrained, recipes
+from . import api, cli_runs, hub, pretrained, recipes
 from .corpus import read_file
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
-from .runs import PreparedRun, RunSettings, finish_run, interrupts_stop, prepare_run, settings_for_resume
+from .runs import PreparedRun, RunSettings, execute, interrupts_stop, prepare_run, settings_for_resume
 from .tokenizers import TOKENIZER_KINDS
 from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
 
     commands.add_parser("pretrained", help="list the pretrained models")
+    cli_runs.add_parser(commands)
 
     recipe = commands.add_parser("recipe", help="run a classic experiment (see --list)")
     recipe.add_argument("name", nargs="?", help="recipe name")
@@ -165,11 +166,9 @@ def _train_prepared(run: PreparedRun, out: str) -> int:
             f"{signal.Signals(signum).name}: stopping after this step and saving the best weights "
             "(once more to stop at once)", file=sys.stderr)) as interrupts:
         try:
-            history = run.trainer.fit(stop)
+            result = execute(run, stop, interrupts)
         finally:
             progress.close()  # an error then prints on a line of its own
-        interrupts.saving = True
-        result = finish_run(run, history)
     end = result.history.end
     print(end.message)
     print(f"saved to {out} ({result.bundle.model.num_parameters():,} parameters)")
@@ -266,7 +265,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate, "push": run_push,
-                "pretrained": run_pretrained, "recipe": run_recipe}
+                "pretrained": run_pretrained, "recipe": run_recipe, "runs": cli_runs.run}
     try:
         return handlers[args.command](args)
     except TextgenError as exc:

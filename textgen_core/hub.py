@@ -32,7 +32,7 @@ HISTORY_FILE = "history.jsonl"
 RUN_FILE = "run.json"
 CARD_FILE = "README.md"
 HUB_FILE_PATTERNS = ["*.json", "*.jsonl", "*.safetensors", "*.model", "README.md"]
-HUB_IGNORE_PATTERNS = ["checkpoint/*", ".*"]   # resume state, and the folder's lock and file list
+HUB_IGNORE_PATTERNS = ["checkpoint/*", ".*", "status.json"]   # resume state, the lock, file list, live status
 PICKLE_FILES = ("pytorch_model.bin", "model.bin", "model.pt", "model.pth", "model.ckpt")
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 HUB_CONNECT_TIMEOUT_S = 3.0
@@ -544,7 +544,8 @@ def published_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     chosen = []
     for path in sorted(folder.iterdir()):
-        if not path.name.startswith(".") and any(fnmatch(path.name, pattern) for pattern in HUB_FILE_PATTERNS):
+        if not any(fnmatch(path.name, pattern) for pattern in HUB_IGNORE_PATTERNS) and \
+                any(fnmatch(path.name, pattern) for pattern in HUB_FILE_PATTERNS):
             files.inside(folder, path.name)
             files.read_prefix(path, 0)  # refuses a FIFO, a device or a folder without blocking
             chosen.append(path)

@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .card import hardware_name
-from .checkpoint import has_checkpoint
+from .checkpoint import has_checkpoint, read_state
 from .corpus import Corpus
 from .errors import ConfigError, TextgenError
 from .hub import Bundle
-from .runs import CHECKPOINT_DIR, PreparedRun, RunSettings, finish_run, prepare_run
-from .sampling import SamplingOptions, stream_text
-from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
+from .files import write_failure
+from .outdir import MANIFEST_FILE, RUN_FILES, FolderLock, claim, inspect_folder, remove_own_files
+from .runs import CHECKPOINT_DIR, PreparedRun, RunSettings, execute, prepare_run
+from .status import read_timeline, write_failed, write_waiting
+from .training import EvalResult, History, TrainConfig, TrainingEnded, TrainProgress
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,27 @@ class TrainingJob:
         self._status, self._message = QUEUED, "waiting to start"
         self._bundle: Optional[Bundle] = None
         self._run: Optional[PreparedRun] = None
+        self._folder_lock: Optional[FolderLock] = None   # held from reserve() until the run ends
         self._reset_progress()
+
+    @classmethod
+    def for_folder(cls, out_dir: str | Path, corpus: Corpus, owner: str, train: Optional[TrainConfig] = None,
+                   name: Optional[str] = None, **options) -> "TrainingJob":
+        """A job that resumes the run saved in ``out_dir`` (a run of an earlier session, or one the
+        server was killed in), with its curve so far; ``train``: the budget to continue to."""
+        from .runs import settings_for_resume
+
+        out_dir = Path(out_dir)
+        settings = settings_for_resume(out_dir, train=train)
+        job = cls(corpus, settings, out_dir, name=name or out_dir.name, owner=owner, **options)
+        if has_checkpoint(out_dir / CHECKPOINT_DIR):
+            for point in read_state(out_dir / CHECKPOINT_DIR)["history"]:
+                job._record(_point(point))
+            if train is not None:
+                job._check_budget(train)
+        job._resume = True
+        job._status, job._message = QUEUED, "waiting to resume"
+        return job
 
     def _reset_progress(self) -> None:
         self._train = ThinnedSeries(self._max_chart_points)
@@ -239,6 +261,44 @@ class TrainingJob:
     def add_done_callback(self, callback: Callable[["TrainingJob"], None]) -> None:
         self._done_callbacks.append(callback)
 
+    def reserve(self) -> None:
+        """Take the job's folder while it waits (the registry calls this on submit): the folder is
+        locked, so nothing else writes it, and a new run's status says it waits; a server that
+        dies meanwhile leaves it listed as interrupted, never lost."""
+        if self._folder_lock is not None and self._folder_lock.held:
+            return
+        fresh = not self.out_dir.exists()
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_failure(self.out_dir, exc) from exc
+        lock = FolderLock(self.out_dir).acquire()
+        try:
+            if fresh or not self._resume:
+                claim(self.out_dir, set(RUN_FILES))
+                write_waiting(self.out_dir, self.name, self.corpus.name, self.settings.arch, self.settings.tokenizer)
+        except BaseException:
+            lock.release()
+            raise
+        self._folder_lock = lock
+
+    def release_folder(self) -> None:
+        """Give the folder back (a job cancelled while it waited leaves no folder behind)."""
+        lock, self._folder_lock = self._folder_lock, None
+        if lock is None:
+            return
+        if not self._resume and not has_checkpoint(self.out_dir / CHECKPOINT_DIR):
+            remove_own_files(self.out_dir, inspect_folder(self.out_dir))
+            lock.release()
+            for name in (MANIFEST_FILE,):
+                (self.out_dir / name).unlink(missing_ok=True)
+            try:
+                self.out_dir.rmdir()
+            except OSError:
+                pass
+            return
+        lock.release()
+
     def start(self) -> None:
         """Start the thread (the registry calls this); a job stopped while queued stays stopped."""
         with self._lock:
@@ -268,6 +328,7 @@ class TrainingJob:
                 self._message = "stopping after the current step..."
                 self._version += 1
         if cancelled:
+            self.release_folder()
             self._notify_done()
 
     @property
@@ -329,7 +390,16 @@ class TrainingJob:
             self._notify_done()
 
     def _train_and_save(self) -> None:
-        run = prepare_run(self.corpus, self.settings, self.out_dir, resume=self._resume, name=self.name)
+        lock, self._folder_lock = self._folder_lock, None
+        try:
+            run = prepare_run(self.corpus, self.settings, self.out_dir, resume=self._resume, name=self.name,
+                              lock=lock, timeline_chars=self.preview_chars)
+        except BaseException as exc:
+            if not self._resume:   # the reserved folder says why it never started
+                write_failed(self.out_dir, str(exc) if isinstance(exc, TextgenError) else type(exc).__name__)
+            if lock is not None:
+                lock.release()
+            raise
         try:
             self._train_prepared(run)
         finally:
@@ -351,20 +421,29 @@ class TrainingJob:
             self._version += 1
         self._run = run
         trainer.callbacks.append(self._on_event)
-        history = trainer.fit(self._stop_event)
-        end = history.end
-        note = f"{self._stop_note}; " if self._stop_note and end.reason == "stopped" else ""
-        message = end.message.replace("stopped by request at", "at", 1) if note else end.message
-        if end.best_step is None and end.reason == "stopped":
-            self._set(STOPPED, f"{note}stopped before the first step; nothing was saved")
-            return
-        self._set(message="saving the model folder")
-        result = finish_run(run, history)
+        try:
+            result = execute(run, self._stop_event, before_finish=self._explain_stop)
+        except ConfigError:
+            end = trainer.history.end
+            if end is not None and end.reason == "stopped" and end.best_step is None:
+                self._set(STOPPED, f"{self._stop_note or 'stopped'} before the first evaluation; nothing was saved")
+                return
+            raise
+        end = result.history.end
         with self._lock:
             self._bundle = result.bundle
             self._status = STOPPED if end.reason == "stopped" else FINISHED
-            self._message = note + message
+            self._message = end.message
             self._version += 1
+
+    def _explain_stop(self, history: History) -> History:
+        """A stop that nobody asked for on the page says why it happened, in the folder too (run.json,
+        the card, status.json), instead of "stopped by request"."""
+        end = history.end
+        self._set(message="saving the model folder")
+        if end is not None and end.reason == "stopped" and self._stop_note:
+            history.end = replace(end, message=end.message.replace("stopped by request", self._stop_note, 1))
+        return history
 
     def _record(self, point: dict) -> None:
         """Add one event point to the series (the caller holds the lock)."""
@@ -388,25 +467,12 @@ class TrainingJob:
             self._record(_point(event))
             if isinstance(event, TrainProgress):
                 self._event_clocks = [*self._event_clocks[-5:], self._last_clock]
-        if isinstance(event, EvalResult) and self.preview_chars > 0 and not self._stop_event.is_set():
-            text = self._preview()
-            if text is not None:
-                with self._lock:
-                    self._sample, self._sample_step = text, event.step
-                    self._version += 1
-
-    def _preview(self) -> Optional[str]:
-        """About ``preview_chars`` characters from the current weights (temperature 0.8, seed 1)."""
         run = self._run
-        if run is None:
-            return None
-        tokens = max(8, round(self.preview_chars / max(run.trainer.chars_per_token, 1e-6)))
-        options = SamplingOptions(length=tokens, temperature=0.8, seed=1)
-        try:
-            return "".join(pieces[0] for pieces in stream_text(run.model, run.tokenizer, "", options))
-        except Exception:  # a preview must never stop training
-            log.exception("preview sample failed for %s", self.name)
-            return None
+        sample = run.recorder.last_sample if run is not None and run.recorder is not None else None
+        if isinstance(event, EvalResult) and sample is not None and sample[0] == event.step:
+            with self._lock:   # the run's timeline drew it (temperature 0.8, seed 1) before this callback
+                self._sample, self._sample_step = sample[1], sample[0]
+                self._version += 1
 
     def _notify_done(self) -> None:
         for callback in list(self._done_callbacks):

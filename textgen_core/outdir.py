@@ -27,7 +27,7 @@ LOCK_FILE = ".textgen.lock"
 CHECKPOINT_DIR = "checkpoint"
 # Every name a run writes into its folder.
 RUN_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer.model", "history.jsonl",
-             "run.json", "README.md", CHECKPOINT_DIR)
+             "run.json", "README.md", "status.json", "samples.jsonl", CHECKPOINT_DIR)
 BOOKKEEPING = (MANIFEST_FILE, LOCK_FILE)
 
 
@@ -181,3 +181,19 @@ def _read_holder(fd: int) -> str:
     except OSError:
         text = ""
     return text or "another process"
+
+
+def lock_is_held(folder: Path) -> bool:
+    """Whether a run holds ``folder``'s lock now (a process that died holds none). The probe takes
+    the lock for an instant when it is free, and creates no file."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)   # closing drops a lock this probe took
+    return False

@@ -24,7 +24,7 @@ MAX_RUNNING_ENV = "TEXTGEN_MAX_JOBS"       # jobs that may train at once in this
 STALE_AFTER_ENV = "TEXTGEN_JOB_TIMEOUT_S"  # seconds without a heartbeat before a job is stopped
 DEFAULT_MAX_RUNNING = 2
 DEFAULT_MAX_PER_OWNER = 5
-DEFAULT_STALE_AFTER_S = 300.0
+DEFAULT_STALE_AFTER_S = 1800.0   # a closed tab's job trains on for half an hour
 
 
 class JobRegistry:
@@ -76,7 +76,7 @@ class JobRegistry:
         minutes = self.stale_after_s / 60
         for job in stale:
             log.info("stopping abandoned training job %s of %s", job.name, job.owner)
-            job.stop(f"stopped automatically: no open page followed it for {minutes:g} min")
+            job.stop(f"stopped: no page open for {minutes:g} min,")
         return stale
 
     def _reap_loop(self) -> None:
@@ -125,6 +125,15 @@ class JobRegistry:
                 if job.status != QUEUED:
                     raise ConfigError(f"{job.name} is {job.status}; only new or resumable jobs can start")
             self._last_seen[jobs[0].owner] = self.clock()
+            reserved = []
+            try:
+                for job in jobs:   # each job's folder is taken while it waits: all or none
+                    job.reserve()
+                    reserved.append(job)
+            except BaseException:
+                for job in reserved:
+                    job.release_folder()
+                raise
             for job in jobs:
                 job.add_done_callback(self._job_done)
                 self._jobs.append(job)
@@ -137,6 +146,7 @@ class JobRegistry:
         with self._lock:
             self._check_room(job.owner, 1)
             job.prepare_resume(train)
+            job.reserve()
             self._last_seen[job.owner] = self.clock()
             if self._job_done not in job._done_callbacks:
                 job.add_done_callback(self._job_done)

@@ -19,13 +19,14 @@ from . import checkpoint, hub
 from .card import hardware_name, render_card
 from .corpus import Corpus
 from .data import encode_ids, split_ids
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, TextgenError, TrainingDiverged
 from .files import write_failure, write_json
 from .memory import check_memory
 from .models import LanguageModel, ModelConfig, build_model
 from .outdir import (CHECKPOINT_DIR, RUN_FILES, FolderContents, FolderLock, claim, inspect_folder,  # noqa: F401
                      remove_own_files, remove_temp_files)
 from .sampling import SamplingOptions, stream_text
+from .status import PREVIEW_CHARS, RunRecorder, read_status
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
 from .training import Event, History, TrainConfig, Trainer, resolve_device
 
@@ -82,6 +83,7 @@ class PreparedRun:
     command: Optional[str] = None
     lock: Optional[FolderLock] = None
     notes: list[str] = field(default_factory=list)   # what the preparation decided, for the user
+    recorder: Optional[RunRecorder] = None           # keeps status.json and the timeline current
 
     def release(self) -> None:
         if self.lock is not None:
@@ -182,13 +184,14 @@ def _check_new_target(out_dir: Path, contents: FolderContents, overwrite: bool) 
                           "names are replaced, nothing else is touched)")
 
 
-def _take_folder(out_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
-    """Lock the output folder and make it ready for the run (its first write)."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise write_failure(out_dir, exc) from exc
-    lock = FolderLock(out_dir).acquire()
+def _take_folder(out_dir: Path, resume: bool, overwrite: bool, lock: Optional[FolderLock] = None) -> FolderLock:
+    """Lock the output folder (or use ``lock``, already held on it) and make it ready for the run."""
+    if lock is None or not lock.held:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_failure(out_dir, exc) from exc
+        lock = FolderLock(out_dir).acquire()
     try:
         contents = inspect_folder(out_dir)   # again, now that no other run can change it
         if resume and not contents.has_checkpoint:
@@ -207,7 +210,8 @@ def _take_folder(out_dir: Path, resume: bool, overwrite: bool) -> FolderLock:
 
 def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
                 name: Optional[str] = None, command: Optional[str] = None,
-                overwrite: bool = False) -> PreparedRun:
+                overwrite: bool = False, lock: Optional[FolderLock] = None,
+                timeline_chars: int = PREVIEW_CHARS) -> PreparedRun:
     """Fit (or reload) the tokenizer, encode, split and check the memory; then lock the output folder,
     build the model and its Trainer.
 
@@ -215,7 +219,9 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
     ``overwrite`` (which replaces the model's files and deletes nothing else); a folder whose run
     stopped before its first checkpoint is started again. A resume refuses a different corpus,
     tokenizer, model or validation split, naming what differs. Nothing is written before every
-    check has passed.
+    check has passed. ``lock``: the folder's lock when the caller already holds it (a job that
+    reserved its folder while it waited); ``timeline_chars``: the length of the sample kept at
+    every evaluation (0: none).
     """
     out_dir = Path(out_dir)
     settings.train.validated()
@@ -238,7 +244,7 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
     # the model read from the folder when resuming, not the settings' sizes
     check_memory(config, settings.train.batch_size, settings.train.seq_len,
                  resolve_device(settings.train.device).type)
-    lock = _take_folder(out_dir, resume, overwrite)
+    lock = _take_folder(out_dir, resume, overwrite, lock)
     try:
         torch.manual_seed(settings.train.seed)
         model = build_model(config)
@@ -250,11 +256,15 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
                           identity=run_identity(corpus, settings, config))
         if resume:
             trainer.resume(out_dir / CHECKPOINT_DIR)
+        run = PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command,
+                          lock, notes)
+        run.recorder = RunRecorder(run, timeline_chars)
+        trainer.callbacks.insert(0, run.recorder)
+        run.recorder.started()
     except BaseException:
         lock.release()
         raise
-    return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command,
-                       lock, notes)
+    return run
 
 
 def _new_run(corpus: Corpus, settings: RunSettings) -> tuple[Tokenizer, ModelConfig]:
@@ -282,8 +292,11 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
     """Write the model folder (best weights, history, run.json, card) and return it loaded."""
     end, trainer, tokenizer, model = history.end, run.trainer, run.tokenizer, run.model
     if end.best_step is None:
-        raise TrainingDiverged(end.message) if end.reason == "diverged" else ConfigError(
+        error = TrainingDiverged(end.message) if end.reason == "diverged" else ConfigError(
             f"training ended before any validation ({end.message}); give it more steps")
+        if run.recorder is not None:
+            run.recorder.ended(end.reason if end.reason == "stopped" else "error", str(error), end.step, end.elapsed)
+        raise error
     info = {
         "name": run.name,
         "corpus": {"name": run.corpus.name, "chars": len(run.corpus.text), "encoding": run.corpus.encoding,
@@ -308,8 +321,36 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
     }
     samples = card_samples(model, tokenizer, trainer.chars_per_token)
     hub.save_folder(run.out_dir, model, tokenizer, history.points, info, render_card(info, samples))
+    if run.recorder is not None:   # last: a run is "finished" only once its folder is whole
+        run.recorder.ended(end.reason, end.message, end.step, end.elapsed)
     bundle = hub.Bundle(model, tokenizer, info, history.points, run.out_dir, str(run.out_dir))
     return RunResult(bundle, history)
+
+
+def execute(run: PreparedRun, stop_event: threading.Event, interrupts: Optional["Interrupts"] = None,
+            before_finish: Optional[Callable[[History], History]] = None) -> RunResult:
+    """Train a prepared run and write its folder; its status says how it ended, a failure included.
+
+    ``interrupts``: the signals block it runs in (no signal cuts the final writes short);
+    ``before_finish``: a last word on the history before it is written (e.g. why it was stopped).
+    """
+    if run.recorder is not None:
+        run.recorder.stop_event = stop_event
+    try:
+        history = run.trainer.fit(stop_event)
+        if interrupts is not None:
+            interrupts.saving = True
+        if before_finish is not None:
+            history = before_finish(history)
+        return finish_run(run, history)
+    except BaseException as exc:
+        # the end already written (finish_run says why nothing was saved) stays; otherwise say how it ended
+        if run.recorder is not None and read_status(run.out_dir).get("status") == "running":
+            if isinstance(exc, KeyboardInterrupt):
+                run.recorder.write("stopped", "interrupted while the folder was being written", "stopped")
+            else:
+                run.recorder.failed(str(exc) if isinstance(exc, TextgenError) else f"{type(exc).__name__}: {exc}")
+        raise
 
 
 # --- interrupts -------------------------------------------------------------------------------
@@ -369,9 +410,7 @@ def train_model(corpus: Corpus, settings: RunSettings, out_dir: str | Path,
     try:
         run.trainer.callbacks.extend(callbacks)
         with interrupts_stop(stop_event) as interrupts:
-            history = run.trainer.fit(stop_event)
-            interrupts.saving = True
-            return finish_run(run, history)
+            return execute(run, stop_event, interrupts)
     finally:
         run.release()
 
