@@ -96,3 +96,9 @@ def test_hostile_probes(capsys):
     assert result["benchmark"] == "hostile" and len(result["rows"]) == 3
     assert result["bad"] == [], result["rows"]
     assert all(row["ok"] and row["peak_mb"] > 0 for row in result["rows"])
+
+
+def test_workspace_listing(capsys):
+    result = run_quick("bench_workspace.py", capsys=capsys)
+    row = result["rows"][0]
+    assert row["runs"] == 20 and row["interrupted"] == 4 and row["list_s"] > 0
