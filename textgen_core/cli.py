@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import api, cli_runs, hub, pretrained, recipes
 from .corpus import read_file
+from .distributed import Distributed, FailedElsewhere
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
 from .runs import PreparedRun, RunSettings, execute, interrupts_stop, prepare_run, settings_for_resume
@@ -128,6 +129,8 @@ def describe_run(run: PreparedRun) -> str:
     return ("".join(f"note: {note}\n" for note in run.notes) + f"{cfg.arch} model, {run.model.num_parameters():,} parameters; {run.tokenizer.kind} tokenizer, "
             f"{run.tokenizer.vocab_size:,} tokens; {len(trainer.train_ids):,} training and "
             f"{len(trainer.val_ids):,} validation tokens; device {trainer.device}"
+            + (f"; {trainer.dist.world} processes ({trainer.dist.backend}), {trainer.local_batch} windows "
+               f"each of every batch of {trainer.config.batch_size}" if trainer.dist.active else "")
             + (f"; resuming at step {trainer.step}" if trainer.step else "")
             + "".join(f"\nnote: {note}" for note in run.tokenizer.notes))
 
@@ -147,12 +150,27 @@ def run_train(args: argparse.Namespace) -> int:
         settings = settings_for_resume(args.out, **given, train=train_config)
     else:
         settings = RunSettings(**{k: v for k, v in given.items() if v is not None}, train=train_config)
-    run = prepare_run(corpus, settings, args.out, resume=args.resume, overwrite=args.overwrite,
-                      command=recorded_command(args.argv))
+    dist = Distributed.from_env(args.device)   # several processes under torchrun, else one
     try:
-        return _train_prepared(run, args.out)
+        run = prepare_run(corpus, settings, args.out, resume=args.resume, overwrite=args.overwrite,
+                          command=recorded_command(args.argv), dist=dist)
+        try:
+            return _train_prepared(run, args.out) if dist.is_main else _train_follower(run)
+        finally:
+            run.release()
     finally:
-        run.release()
+        dist.close()
+
+
+def _train_follower(run: PreparedRun) -> int:
+    """A rank other than 0: trains its share quietly; rank 0 evaluates, writes and prints."""
+    stop = threading.Event()
+    with interrupts_stop(stop):
+        end = run.trainer.fit(stop).end
+    if end.reason == "out_of_memory":   # its own failure: say it here too, rank 0 reports it as well
+        print(f"error (rank {run.trainer.dist.rank}): {end.message}", file=sys.stderr)
+        return 2
+    return 2 if end.reason == "peer_failed" else 0
 
 
 def _train_prepared(run: PreparedRun, out: str) -> int:
@@ -172,6 +190,9 @@ def _train_prepared(run: PreparedRun, out: str) -> int:
     end = result.history.end
     print(end.message)
     print(f"saved to {out} ({result.bundle.model.num_parameters():,} parameters)")
+    if end.reason == "peer_failed":
+        print(f"error: {end.message}", file=sys.stderr)
+        return 2
     return 130 if interrupts.received else 0
 
 
@@ -268,6 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "pretrained": run_pretrained, "recipe": run_recipe, "runs": cli_runs.run}
     try:
         return handlers[args.command](args)
+    except FailedElsewhere:   # rank 0 printed why
+        return 2
     except TextgenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

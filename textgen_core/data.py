@@ -82,15 +82,20 @@ def split_ids(ids: torch.Tensor, val_fraction: float, seq_len: int) -> TokenSpli
     return TokenSplit(train=ids[:n_train], val=ids[n_train:])
 
 
-def random_windows(ids: torch.Tensor, batch: int, seq_len: int,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_windows(ids: torch.Tensor, batch: int, seq_len: int, generator: torch.Generator,
+                   part: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` random windows: inputs (B, T) and next-token targets (B, T), int64 on ids' device.
 
     Start offsets come from ``generator`` on the CPU, so a seed fixes the batches on any device.
     On a GPU only those ``batch`` offsets cross over (from pinned memory, without waiting for the
-    GPU); the (B, T + 1) index is built on the device.
+    GPU); the (B, T + 1) index is built on the device. ``part`` = (rank, ranks): every rank draws
+    the same ``batch`` offsets and keeps its own slice of them, B / ranks windows.
     """
     starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator)
+    rank, ranks = part
+    if ranks > 1:
+        share = batch // ranks
+        starts = starts[rank * share:(rank + 1) * share]
     if ids.device.type == "cuda":
         starts = starts.pin_memory().to(ids.device, non_blocking=True)
     elif ids.device != starts.device:

@@ -152,6 +152,7 @@ RUN_FIELDS: dict[str, Any] = {
     "elapsed_s": _NUMBER, "best_step": _WHOLE, "best_val_loss": _NUMBER, "best_val_bpc": _NUMBER,
     "stop_reason": _TEXT, "stop_message": _TEXT, "hardware": _TEXT, "precision": _TEXT,
     "created": _TEXT, "command": _TEXT,
+    "distributed": {"processes": _WHOLE, "backend": _TEXT, "batch_per_process": _WHOLE},
 }
 _DROP = object()
 

@@ -28,7 +28,7 @@ CHECKPOINT_DIR = "checkpoint"
 # Every name a run writes into its folder.
 RUN_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer.model", "history.jsonl",
              "run.json", "README.md", "status.json", "samples.jsonl", CHECKPOINT_DIR)
-BOOKKEEPING = (MANIFEST_FILE, LOCK_FILE)
+BOOKKEEPING = (MANIFEST_FILE, LOCK_FILE, ".textgen-rank-failure.json")
 
 
 def read_claimed(folder: Path) -> Optional[set[str]]:

@@ -22,6 +22,7 @@ from .data import encode_ids, split_ids
 from .errors import ConfigError, TextgenError, TrainingDiverged
 from .files import write_failure, write_json
 from .memory import check_memory
+from .distributed import Distributed, FailedElsewhere
 from .models import LanguageModel, ModelConfig, build_model
 from .outdir import (CHECKPOINT_DIR, RUN_FILES, FolderContents, FolderLock, claim, inspect_folder,  # noqa: F401
                      remove_own_files, remove_temp_files)
@@ -211,7 +212,7 @@ def _take_folder(out_dir: Path, resume: bool, overwrite: bool, lock: Optional[Fo
 def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
                 name: Optional[str] = None, command: Optional[str] = None,
                 overwrite: bool = False, lock: Optional[FolderLock] = None,
-                timeline_chars: int = PREVIEW_CHARS) -> PreparedRun:
+                timeline_chars: int = PREVIEW_CHARS, dist: Optional[Distributed] = None) -> PreparedRun:
     """Fit (or reload) the tokenizer, encode, split and check the memory; then lock the output folder,
     build the model and its Trainer.
 
@@ -221,9 +222,46 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
     tokenizer, model or validation split, naming what differs. Nothing is written before every
     check has passed. ``lock``: the folder's lock when the caller already holds it (a job that
     reserved its folder while it waited); ``timeline_chars``: the length of the sample kept at
-    every evaluation (0: none).
+    every evaluation (0: none). ``dist``: this process's place in a training on several processes:
+    rank 0 prepares (and alone writes) the folder, then the other ranks read what it wrote.
     """
     out_dir = Path(out_dir)
+    if dist is not None and dist.active:
+        return _prepare_distributed(corpus, settings, out_dir, resume, name, command, overwrite, dist)
+    return _prepare_main(corpus, settings, out_dir, resume, name, command, overwrite, lock, timeline_chars)
+
+
+def _prepare_distributed(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
+                         command: Optional[str], overwrite: bool, dist: Distributed) -> PreparedRun:
+    if dist.is_main:
+        try:
+            run = _prepare_main(corpus, settings, out_dir, resume, name, command, overwrite, dist=dist)
+        except BaseException as exc:
+            dist.share(("error", str(exc)))
+            raise
+        dist.share(("ok", run.trainer.step > 0))
+        return run
+    outcome, resumed = dist.share(None)
+    if outcome != "ok":
+        raise FailedElsewhere(resumed)
+    settings.train.validated()
+    tokenizer = load_tokenizer(out_dir)   # what rank 0 fitted and saved, or the saved run's
+    config = ModelConfig.from_dict(hub.read_json(out_dir / hub.CONFIG_FILE))
+    split = split_ids(encode_corpus(tokenizer, corpus.text), settings.val_fraction, settings.train.seq_len)
+    check_memory(config, dist.split_batch(settings.train.batch_size), settings.train.seq_len,
+                 resolve_device(settings.train.device).type)
+    torch.manual_seed(settings.train.seed)
+    model = build_model(config)
+    trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val), dist=dist,
+                      failure_dir=out_dir)
+    if resumed:
+        trainer.resume(out_dir / CHECKPOINT_DIR)
+    return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command)
+
+
+def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
+                  command: Optional[str], overwrite: bool, lock: Optional[FolderLock] = None,
+                  timeline_chars: int = PREVIEW_CHARS, dist: Optional[Distributed] = None) -> PreparedRun:
     settings.train.validated()
     notes: list[str] = []
     if resume:
@@ -242,7 +280,7 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
     ids = encode_corpus(tokenizer, corpus.text)
     split = split_ids(ids, settings.val_fraction, settings.train.seq_len)
     # the model read from the folder when resuming, not the settings' sizes
-    check_memory(config, settings.train.batch_size, settings.train.seq_len,
+    check_memory(config, (dist or Distributed()).split_batch(settings.train.batch_size), settings.train.seq_len,
                  resolve_device(settings.train.device).type)
     lock = _take_folder(out_dir, resume, overwrite, lock)
     try:
@@ -253,7 +291,7 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
             write_json(out_dir / hub.CONFIG_FILE, config.to_dict())
         trainer = Trainer(model, split, settings.train, chars_per_token(tokenizer, split.val),
                           checkpoint_dir=out_dir / CHECKPOINT_DIR, best_weights_path=out_dir / hub.WEIGHTS_FILE,
-                          identity=run_identity(corpus, settings, config))
+                          identity=run_identity(corpus, settings, config), dist=dist, failure_dir=out_dir)
         if resume:
             trainer.resume(out_dir / CHECKPOINT_DIR)
         run = PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command,
@@ -314,11 +352,15 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
         "best_val_bpc": end.best_val_bpc,
         "stop_reason": end.reason,
         "stop_message": end.message,
-        "hardware": hardware_name(trainer.device, trainer.threads),
+        "hardware": (f"{trainer.dist.world} x " if trainer.dist.active else "")
+                    + hardware_name(trainer.device, trainer.threads),
         "precision": trainer.precision,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": run.command,
     }
+    if trainer.dist.active:   # --batch-size is the global batch; each process trained on its share
+        info["distributed"] = {"processes": trainer.dist.world, "backend": trainer.dist.backend,
+                               "batch_per_process": trainer.local_batch}
     samples = card_samples(model, tokenizer, trainer.chars_per_token)
     hub.save_folder(run.out_dir, model, tokenizer, history.points, info, render_card(info, samples))
     if run.recorder is not None:   # last: a run is "finished" only once its folder is whole

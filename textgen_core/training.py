@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .data import TokenSplit, random_windows
 from .devices import resolve_precision
+from .distributed import Distributed, is_peer_failure, note_failure, take_failure_note
 from .errors import ConfigError, ModelFolderError
 from .evaluation import autocast_for, bits_per_char, total_nats
 from .memory import is_out_of_memory
@@ -181,15 +182,25 @@ class Trainer:
     def __init__(self, model: LanguageModel, split: TokenSplit, config: TrainConfig,
                  chars_per_token: float = 1.0, callbacks: tuple[Callable[[Event], None], ...] = (),
                  checkpoint_dir: str | Path | None = None, best_weights_path: str | Path | None = None,
-                 identity: Optional[dict] = None) -> None:
+                 identity: Optional[dict] = None, dist: Optional[Distributed] = None,
+                 failure_dir: str | Path | None = None) -> None:
         """``checkpoint_dir``: where resume checkpoints go at every evaluation; ``best_weights_path``:
         a file kept current with the best weights at every new best (the model folder's weights, so
         that a run killed at any moment leaves a model to sample from); ``identity``: what the run is
-        (corpus hash, tokenizer, model, split), stored in every checkpoint so a resume can check it."""
+        (corpus hash, tokenizer, model, split), stored in every checkpoint so a resume can check it;
+        ``dist``: this process's place in a training on several processes (``distributed.py``; only
+        rank 0 should get a checkpoint folder and weights path); ``failure_dir``: where a rank that
+        fails leaves its reason for rank 0."""
         self.config = config.validated()
-        self.device = resolve_device(config.device)
+        self.dist = dist or Distributed()
+        self.local_batch = self.dist.split_batch(config.batch_size)   # this rank's share of every batch
+        self.failure_dir = Path(failure_dir) if failure_dir else None
+        self.device = self.dist.device(resolve_device(config.device))
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
+        # DDP over the model with several ranks, made when training starts: wrapping is a collective,
+        # and the ranks reach fit() together but may prepare at different speeds
+        self.step_model: Optional[torch.nn.Module] = None if self.dist.active else self.model
         self.train_ids = split.train.to(self.device)
         self.val_ids = split.val.to(self.device)
         self.chars_per_token = chars_per_token
@@ -201,7 +212,7 @@ class Trainer:
         self.threads = (config.cpu_threads or torch.get_num_threads()) if self.device.type == "cpu" else None
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(config.seed)
-        torch.manual_seed(config.seed)  # dropout masks
+        torch.manual_seed(config.seed + self.dist.rank)  # dropout masks: each rank its own
         self.tokens_per_step = config.batch_size * config.seq_len
         self.total_steps = self._total_steps()
         self.step = 0
@@ -215,6 +226,7 @@ class Trainer:
         # A loss this far above uniform guessing (ln V) means the weights blew up, even if finite.
         self.divergence_limit = 2 * math.log(model.config.vocab_size) + 1
         self.diverged_loss = math.nan
+        self.peer_failure: Optional[str] = None   # what a failed rank said, for the end message
 
     # --- set-up ------------------------------------------------------------------------------
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -270,6 +282,8 @@ class Trainer:
             torch.set_num_threads(before)
 
     def _fit(self, stop_event: Optional[threading.Event]) -> History:
+        if self.step_model is None:
+            self.step_model = self.dist.wrap(self.model, self.device)
         start = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - start  # noqa: E731
         self.model.train()
@@ -279,6 +293,13 @@ class Trainer:
         last_eval_step = self.step if self.history.evals else -1
         try:
             reason = self._loop(stop_event, elapsed, loss_sum, pending, last_eval_step)
+        except RuntimeError as exc:
+            if not (self.dist.active and is_peer_failure(exc)):
+                raise
+            self.dist.broken = True   # another rank is gone: end here, with the last checkpoint kept
+            note = take_failure_note(self.failure_dir) if self.dist.is_main else None
+            self.peer_failure = note.get("message") if isinstance(note, dict) else None
+            return self._finish("peer_failed", elapsed())
         except KeyboardInterrupt:
             # An interrupt that was not turned into a stop request (a second Ctrl-C, or one outside the
             # main thread's handler) may land mid-step: the weights then are not a state to evaluate or
@@ -292,9 +313,7 @@ class Trainer:
         window_start, window_steps, lr, tokens_per_s = time.perf_counter(), 0, cfg.lr, math.nan
         reason = None
         while reason is None:
-            reason = self._budget_reason(elapsed())
-            if reason is None and stop_event is not None and stop_event.is_set():
-                reason = "stopped"
+            reason = self._stop_reason(stop_event, elapsed())
             if reason is not None:
                 break
             lr = self._lr(self._progress(elapsed()))
@@ -305,6 +324,9 @@ class Trainer:
             except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
                 if not is_out_of_memory(exc):
                     raise
+                if self.dist.active:   # the other ranks learn of it when this process leaves
+                    self.dist.broken = True
+                    note_failure(self.failure_dir, self.dist.rank, self._end_message("out_of_memory", None))
                 self.optimizer.zero_grad(set_to_none=True)
                 release_memory(self.device)
                 reason = "out_of_memory"
@@ -314,6 +336,7 @@ class Trainer:
             if self.step % cfg.log_every and self.step % cfg.eval_every:
                 continue
             tokens_per_s = window_steps * self.tokens_per_step / (time.perf_counter() - window_start)
+            self.dist.mean_(loss_sum)   # the loss over every rank's share of the batches
             pending.append(ClosedWindow.close(loss_sum, window_steps, TrainProgress(
                 self.step, self._epoch(), math.nan, lr, tokens_per_s, elapsed(), self._progress(elapsed()))))
             loss_sum.zero_()     # after the copy on the device's stream: the copy sees this window's sum
@@ -333,6 +356,22 @@ class Trainer:
             train_loss = self._since_eval_loss / steps if steps else math.nan
             self._evaluate(train_loss, lr, tokens_per_s, elapsed(), self._progress(elapsed()))
         return reason
+
+    def _stop_reason(self, stop_event: Optional[threading.Event], elapsed: float) -> Optional[str]:
+        """Why training stops before the next step, if it does; with several ranks, all agree (one
+        small collective a step): a step or epoch budget is the same everywhere, the time budget is
+        rank 0's clock, and a stop request (Ctrl-C, SIGTERM) on any rank stops them all."""
+        reason = self._budget_reason(elapsed)
+        if not self.dist.active:
+            if reason is None and stop_event is not None and stop_event.is_set():
+                reason = "stopped"
+            return reason
+        codes = {None: 0, "stopped": 1, "time": 2, "max_steps": 3, "epochs": 3}
+        code = codes[reason] if (reason != "time" or self.dist.is_main) else 0
+        if stop_event is not None and stop_event.is_set():
+            code = max(code, 1)
+        agreed = self.dist.agree_max(code, self.device)
+        return reason if agreed == 3 else {0: None, 1: "stopped", 2: "time"}[agreed]
 
     def _report_windows(self, pending: "deque[ClosedWindow]", wait_all: bool) -> Optional[str]:
         """Emit the progress of closed windows whose losses have reached the host, oldest first.
@@ -357,9 +396,10 @@ class Trainer:
 
     def _train_step(self) -> torch.Tensor:
         cfg = self.config
-        inputs, targets = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.generator)
+        inputs, targets = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.generator,
+                                         part=(self.dist.rank, self.dist.world))
         with autocast_for(self.device, self.precision):
-            logits, _ = self.model(inputs)
+            logits, _ = self.step_model(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -373,14 +413,19 @@ class Trainer:
 
     def _evaluate(self, train_loss: float, lr: float, tokens_per_s: float, elapsed: float,
                   progress: float) -> Optional[str]:
-        """One validation pass; returns "early_stopping" when patience has run out."""
-        nats, count = total_nats(self.model, self.val_ids, self.config.seq_len,
-                                 self.config.eval_streams, self.precision)
-        val_loss = nats / count
+        """One validation pass (rank 0's, shared with the others); returns "early_stopping" when
+        patience has run out."""
+        val_loss = None
+        if self.dist.is_main:
+            nats, count = total_nats(self.model, self.val_ids, self.config.seq_len,
+                                     self.config.eval_streams, self.precision)
+            val_loss = nats / count
+        val_loss = self.dist.share(val_loss)
         is_best = val_loss < self.best_val_loss
         if is_best:
             self.best_val_loss, self.best_step, self.evals_since_best = val_loss, self.step, 0
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if self.dist.is_main:   # only rank 0 writes weights
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         else:
             self.evals_since_best += 1
         self._emit(EvalResult(self.step, self._epoch(), train_loss, val_loss,
@@ -426,6 +471,9 @@ class Trainer:
                               f"{self.step} with batches of {self.config.batch_size} x {self.config.seq_len} "
                               f"tokens; {best}. Lower the batch size, sequence length or model size"
                               f"{', or train on the CPU' if self.device.type == 'cuda' else ''}"),
+            "peer_failed": (f"another process of this training ended at step {self.step} ("
+                            f"{self.peer_failure or 'it was killed or lost its connection'}); {best}. Its last "
+                            "checkpoint is kept: resume it with --resume, with any number of processes"),
             "diverged": (f"training diverged at step {self.step} (loss {self.diverged_loss:.4g}, worse than "
                          f"uniform guessing at {math.log(self.model.config.vocab_size):.2f}); "
                          f"{'kept the best weights: ' + best if self.best_step is not None else 'nothing was kept'}. "
@@ -470,6 +518,8 @@ class Trainer:
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"])
         self.step, self.elapsed_before = state["step"], float(state["elapsed"])
+        if self.dist.rank:   # every rank its own dropout masks, also after a resume
+            torch.manual_seed(self.config.seed + self.dist.rank + self.step)
         self.history = History(points=state["history"])
         if state["best_step"] is not None:
             self.best_step, self.best_val_loss = state["best_step"], state["best_val_loss"]
