@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from . import api, cli_runs, hub, pretrained, recipes
 from .corpus import read_file
+from .corpus_file import open_file
 from .distributed import Distributed, FailedElsewhere
 from .errors import TextgenError
 from .models import ARCHITECTURES, PRESETS
@@ -136,7 +137,7 @@ def describe_run(run: PreparedRun) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    corpus = read_file(args.corpus)
+    corpus = open_file(args.corpus)   # a large file is read in pieces and tokenized into a cached file
     train_config = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                                weight_decay=args.weight_decay, max_steps=args.max_steps,
                                epochs=args.epochs, max_minutes=args.max_minutes,

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 from charset_normalizer import from_bytes
 
@@ -48,6 +49,16 @@ class Corpus:
     text: str  # decoded, newlines normalised to "\n", no byte-order mark
     encoding: str  # how the bytes were decoded, e.g. "utf-8", "utf-8-sig", "utf-16", "cp1252"
     name: str  # file name or label used in messages
+
+    @property
+    def chars(self) -> int:
+        return len(self.text)
+
+    def pieces(self) -> Iterator[str]:
+        """The text in consecutive pieces of about a megabyte, each ending just after a newline (what
+        a corpus read from a large file gives too: ``corpus_file.FileCorpus``)."""
+        from .data import line_pieces
+        yield from line_pieces(self.text)
 
     @cached_property
     def sha256(self) -> str:

@@ -101,7 +101,8 @@ def random_windows(ids: torch.Tensor, batch: int, seq_len: int, generator: torch
     elif ids.device != starts.device:
         starts = starts.to(ids.device)
     index = starts[:, None] + torch.arange(seq_len + 1, device=ids.device)   # (B, T + 1)
-    window = ids[index].long()                      # one gather from the id tensor: the batch itself
+    # one gather from the ids: the batch itself (a token file's store reads it from disk)
+    window = ids[index].long() if isinstance(ids, torch.Tensor) else ids.gather(index)
     return window[:, :-1], window[:, 1:]
 
 

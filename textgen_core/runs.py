@@ -18,7 +18,8 @@ import torch
 from . import checkpoint, hub
 from .card import hardware_name, render_card
 from .corpus import Corpus
-from .data import encode_ids, split_ids
+from .corpus_file import FileCorpus
+from .data import TokenSplit, encode_ids, split_ids
 from .errors import ConfigError, TextgenError, TrainingDiverged
 from .files import write_failure, write_json
 from .memory import check_memory
@@ -28,6 +29,7 @@ from .outdir import (CHECKPOINT_DIR, RUN_FILES, FolderContents, FolderLock, clai
                      remove_own_files, remove_temp_files)
 from .sampling import SamplingOptions, stream_text
 from .status import PREVIEW_CHARS, RunRecorder, read_status
+from .tokens import split_token_file, token_file
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
 from .training import Event, History, TrainConfig, Trainer, resolve_device
 
@@ -62,6 +64,14 @@ def encode_corpus(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return encode_ids(tokenizer, text)
 
 
+def corpus_split(tokenizer: Tokenizer, corpus: "Corpus | FileCorpus", settings: RunSettings) -> TokenSplit:
+    """The corpus's ids split for training: a tensor in memory, or for a corpus read in pieces a token
+    file (cached) whose windows are read from disk."""
+    if isinstance(corpus, Corpus):
+        return split_ids(encode_corpus(tokenizer, corpus.text), settings.val_fraction, settings.train.seq_len)
+    return split_token_file(token_file(tokenizer, corpus), settings.val_fraction, settings.train.seq_len)
+
+
 def chars_per_token(tokenizer: Tokenizer, ids: torch.Tensor) -> float:
     return max(1, len(tokenizer.decode(ids.tolist()))) / max(1, len(ids))
 
@@ -93,7 +103,7 @@ class PreparedRun:
 
 # --- what a run is, so that a resume can check it is the same run -----------------------------------
 def run_identity(corpus: Corpus, settings: RunSettings, config: ModelConfig) -> dict:
-    return {"corpus": {"name": corpus.name, "chars": len(corpus.text), "sha256": corpus.sha256},
+    return {"corpus": {"name": corpus.name, "chars": corpus.chars, "sha256": corpus.sha256},
             "tokenizer": {"kind": settings.tokenizer, "vocab_size": settings.vocab_size},
             "model": config.to_dict(), "val_fraction": settings.val_fraction}
 
@@ -120,7 +130,7 @@ def resume_differences(saved: dict, corpus: Corpus, settings: RunSettings, confi
     if old_corpus and old_corpus.get("sha256") != corpus.sha256:
         differences.append(f"the corpus (the run was trained on {old_corpus.get('name')}, "
                            f"{old_corpus.get('chars', 0):,} characters; this is {corpus.name}, "
-                           f"{len(corpus.text):,} characters)")
+                           f"{corpus.chars:,} characters)")
     tokenizer = saved.get("tokenizer") or {}
     if tokenizer.get("kind") != settings.tokenizer:
         differences.append(f"the tokenizer ({tokenizer.get('kind')}, now {settings.tokenizer})")
@@ -247,7 +257,7 @@ def _prepare_distributed(corpus: Corpus, settings: RunSettings, out_dir: Path, r
     settings.train.validated()
     tokenizer = load_tokenizer(out_dir)   # what rank 0 fitted and saved, or the saved run's
     config = ModelConfig.from_dict(hub.read_json(out_dir / hub.CONFIG_FILE))
-    split = split_ids(encode_corpus(tokenizer, corpus.text), settings.val_fraction, settings.train.seq_len)
+    split = corpus_split(tokenizer, corpus, settings)
     check_memory(config, dist.split_batch(settings.train.batch_size), settings.train.seq_len,
                  resolve_device(settings.train.device).type)
     torch.manual_seed(settings.train.seed)
@@ -277,8 +287,7 @@ def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: 
             notes.append(f"{out_dir} held a run that stopped before its first checkpoint; starting it again")
     tokenizer, config = (_saved_run(corpus, settings, out_dir, notes) if resume else
                          _new_run(corpus, settings))
-    ids = encode_corpus(tokenizer, corpus.text)
-    split = split_ids(ids, settings.val_fraction, settings.train.seq_len)
+    split = corpus_split(tokenizer, corpus, settings)
     # the model read from the folder when resuming, not the settings' sizes
     check_memory(config, (dist or Distributed()).split_batch(settings.train.batch_size), settings.train.seq_len,
                  resolve_device(settings.train.device).type)
@@ -306,7 +315,8 @@ def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: 
 
 
 def _new_run(corpus: Corpus, settings: RunSettings) -> tuple[Tokenizer, ModelConfig]:
-    tokenizer = make_tokenizer(settings.tokenizer, settings.vocab_size).fit(corpus.text)
+    tokenizer = make_tokenizer(settings.tokenizer, settings.vocab_size)
+    tokenizer = tokenizer.fit(corpus.text) if isinstance(corpus, Corpus) else tokenizer.fit_pieces(corpus.pieces())
     return tokenizer, settings.model_config(tokenizer.vocab_size)
 
 
@@ -337,7 +347,7 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
         raise error
     info = {
         "name": run.name,
-        "corpus": {"name": run.corpus.name, "chars": len(run.corpus.text), "encoding": run.corpus.encoding,
+        "corpus": {"name": run.corpus.name, "chars": run.corpus.chars, "encoding": run.corpus.encoding,
                    "sha256": run.corpus.sha256},
         "tokenizer": {"type": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "notes": tokenizer.notes},
         "model": model.config.to_dict(),

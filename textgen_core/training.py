@@ -398,6 +398,8 @@ class Trainer:
         cfg = self.config
         inputs, targets = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.generator,
                                          part=(self.dist.rank, self.dist.world))
+        if inputs.device != self.device:   # windows read from a token file on disk
+            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         with autocast_for(self.device, self.precision):
             logits, _ = self.step_model(inputs)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterable
 
 from textgen_core.files import write_json
 
@@ -28,6 +29,12 @@ class Tokenizer(ABC):
     @abstractmethod
     def fit(self, text: str) -> "Tokenizer":
         """Learn the vocabulary from ``text``; returns self."""
+
+    def fit_pieces(self, pieces: Iterable[str]) -> "Tokenizer":
+        """Learn the vocabulary from a text given in consecutive pieces that end after a newline
+        (a corpus read from a large file); returns self. Variants that can count piece by piece
+        override it, so a large text is never held whole."""
+        return self.fit("".join(pieces))
 
     @abstractmethod
     def encode(self, text: str) -> list[int]:

@@ -16,7 +16,7 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
@@ -30,6 +30,7 @@ MODEL_TYPES = ("bpe", "unigram")
 NEWLINE, SPACE_MARK = "\n", "\u2581"
 # SentencePiece silently skips training sentences over 4192 bytes; 1000 characters are <= 4000.
 MAX_SEGMENT_CHARS = 1000
+MAX_TRAINING_CHARS = 50_000_000   # a larger text trains on its beginning (fit_pieces)
 SEPARATORS = (NEWLINE, SPACE_MARK)  # encoded by hand, never passed to SentencePiece
 _SEPARATOR_PATTERN = re.compile(f"({NEWLINE}|{SPACE_MARK})")
 # Trainer errors that name a vocabulary size that would work.
@@ -102,8 +103,23 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp
 
     def fit(self, text: str) -> "SentencePieceTokenizer":
+        return self.fit_pieces([text])
+
+    def fit_pieces(self, pieces: Iterable[str]) -> "SentencePieceTokenizer":
+        """Trains on the text's first MAX_TRAINING_CHARS characters (SentencePiece holds every training
+        sentence in memory; more text than that seldom changes the pieces of a small vocabulary)."""
         self.notes = []
-        sentences = [part for part in _split(text) if part not in SEPARATORS]
+        sentences, used, cut = [], 0, False
+        for text in pieces:
+            if used >= MAX_TRAINING_CHARS:
+                cut = True
+                break
+            for part in _split(text):
+                if part not in SEPARATORS:
+                    sentences.append(part)
+                    used += len(part)
+        if cut:
+            self.notes.append(f"the pieces were learned from the first {used:,} characters of the text")
         if not sentences:  # SentencePiece cannot train on nothing: learn bytes (and a space) only
             sentences = [" "]
             self.notes.append("the text has nothing to learn pieces from; the vocabulary is bytes only")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 from textgen_core.data import line_pieces
 from textgen_core.errors import ConfigError
@@ -47,10 +48,14 @@ class WordTokenizer(Tokenizer):
         self._ids = {t: i for i, t in enumerate(tokens) if i >= len(SPECIALS)}
 
     def fit(self, text: str) -> "WordTokenizer":
+        return self.fit_pieces([text])
+
+    def fit_pieces(self, pieces: Iterable[str]) -> "WordTokenizer":
         self.notes = []
         counts: Counter = Counter()
-        for piece in line_pieces(text):  # a megabyte at a time: never a list of every token of a big corpus
-            counts.update(WORD_PATTERN.findall(piece))
+        for text in pieces:
+            for piece in line_pieces(text):  # a megabyte at a time: never a list of every token of a big corpus
+                counts.update(WORD_PATTERN.findall(piece))
         keep = self.max_vocab_size - len(SPECIALS)
         # Most frequent first; ties broken alphabetically so the same text gives the same ids.
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
