@@ -5,7 +5,9 @@ size; never committed). Each (level, size, encoder) runs in a fresh subprocess, 
 (getrusage) belongs to that size alone. Levels: char, and word with the vocabulary capped at
 10,000. Encoders: "list" = to_id_tensor(tokenizer.encode(text)) (one Python list of every id, for
 comparison), "chunked" = data.encode_ids (the same ids, a megabyte of text at a time: what
-runs.encode_corpus uses).
+runs.encode_corpus uses), "file" = the text read in pieces (corpus_file.open_file), the tokenizer
+fitted piece by piece and the ids written to a token file that training reads windows from
+(tokens.py: what the command line does for files above 64 MB; here for every size, in a fresh cache).
 Training: a small GRU, batch 32 x 128, a fixed number of steps with the Trainer (the validation
 split is cut to 50k tokens so that the one evaluation at the end stays small; a full validation
 pass grows with the corpus like everything else).
@@ -13,6 +15,7 @@ pass grows with the corpus like everything else).
     python benchmarks/bench_scale.py               # 1, 10, 50 MB, char and word, twice (about 10 minutes)
     python benchmarks/bench_scale.py --sizes 1 10  # fewer sizes
     python benchmarks/bench_scale.py --quick       # 50 kB in-process, for the smoke test
+    python benchmarks/bench_scale.py --levels char --encoders file --sizes 1 10 100 1000 --repeats 1
 """
 from __future__ import annotations
 
@@ -63,6 +66,8 @@ def worker(path: Path, level: str, encoder: str, steps: int, tiny: bool = False)
     from textgen_core.training import TrainConfig, Trainer
 
     out = {"level": level, "encoder": encoder, "mb": path.stat().st_size / 1e6, "rss_start_mb": peak_rss_mb()}
+    if encoder == "file":
+        return file_worker(path, level, steps, tiny, out)
     start = time.perf_counter()
     corpus = read_file(path)
     out["read_s"] = time.perf_counter() - start
@@ -104,6 +109,49 @@ def worker(path: Path, level: str, encoder: str, steps: int, tiny: bool = False)
     return out
 
 
+def file_worker(path: Path, level: str, steps: int, tiny: bool, out: dict) -> dict:
+    """The "file" encoder: nothing of the text or its ids is ever held whole."""
+    import os
+    import tempfile
+
+    from textgen_core import tokens
+    from textgen_core.corpus_file import open_file
+    from textgen_core.models import ModelConfig, build_model
+    from textgen_core.tokenizers import make_tokenizer
+    from textgen_core.training import TrainConfig, Trainer
+
+    os.environ[tokens.CACHE_ENV] = tempfile.mkdtemp(prefix="textgen-bench-tokens-")
+    start = time.perf_counter()
+    corpus = open_file(path, stream=True)
+    out["read_s"], out["rss_after_read_mb"] = time.perf_counter() - start, peak_rss_mb()
+    start = time.perf_counter()
+    tokenizer = make_tokenizer(level, WORD_VOCAB if level == "word" else None).fit_pieces(corpus.pieces())
+    out["fit_s"], out["rss_after_fit_mb"] = time.perf_counter() - start, peak_rss_mb()
+    start = time.perf_counter()
+    made = tokens.token_file(tokenizer, corpus)
+    out["encode_s"], out["rss_after_encode_mb"] = time.perf_counter() - start, peak_rss_mb()
+    out.update(tokens=made.count, dtype=made.dtype.name, ids_mb=made.path.stat().st_size / 1e6,
+               vocab=tokenizer.vocab_size, split_shares_storage=True)
+    split = tokens.split_token_file(made, 0.1, 128)
+    batch, seq_len = (4, 16) if tiny else (32, 128)
+    split = type(split)(train=split.train, val=split.val[:1_000 if tiny else 50_000])
+    import torch
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_preset("gru", "tiny" if tiny else "small", tokenizer.vocab_size))
+    stamps: dict = {}
+    trainer = Trainer(model, split, TrainConfig(batch_size=batch, seq_len=seq_len, max_steps=steps, eval_every=steps,
+                                                log_every=1, device="cpu", seed=0),
+                      callbacks=(lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))
+    start = time.perf_counter()
+    trainer.fit()
+    out["train_s"] = time.perf_counter() - start
+    out["step_ms"] = 1000 * median([stamps[i + 1] - stamps[i] for i in range(1, steps)]) if steps > 1 else float("nan")
+    out["steps"] = steps
+    out["rss_peak_mb"] = peak_rss_mb()
+    made.path.unlink()
+    return out
+
+
 def run_worker(path: Path, level: str, encoder: str, steps: int) -> dict:
     command = [sys.executable, __file__, "--worker", str(path), "--level", level, "--encoder", encoder,
                "--steps", str(steps)]
@@ -141,7 +189,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one 50 kB corpus, in-process")
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 10, 50], help="corpus sizes in MB")
     parser.add_argument("--levels", nargs="+", default=["char", "word"], choices=["char", "word"])
-    parser.add_argument("--encoders", nargs="+", default=["list", "chunked"], choices=["list", "chunked"])
+    parser.add_argument("--encoders", nargs="+", default=["list", "chunked"], choices=["list", "chunked", "file"])
     parser.add_argument("--steps", type=int, default=10, help="training steps per run")
     parser.add_argument("--repeats", type=int, default=2, help="runs per row, all sizes in turn each time; "
                         "a row keeps its fastest times (other load only adds time) and its largest memory")
@@ -180,7 +228,7 @@ def main() -> None:
     linearity = []
     for level in args.levels:
         for encoder in args.encoders:
-            for small, large in ((1, 10), (10, 50)):
+            for small, large in ((1, 10), (10, 50), (10, 100), (100, 1000)):
                 entry = {"level": level, "encoder": encoder, "sizes": f"{large:g}/{small:g}", "ideal": large / small}
                 for key in ("read_s", "fit_s", "encode_s"):
                     entry[key] = growth(rows, key, small, large, level, encoder)

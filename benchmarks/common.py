@@ -86,7 +86,15 @@ def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[f
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MB (of 2**20 bytes). The kernel's VmHWM, which
+    starts afresh with the program: getrusage's ru_maxrss would also count what the parent process
+    held when it started this one (fork copies it before exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
