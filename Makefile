@@ -4,21 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8501
 
-.PHONY: run test test-fast install install-dev clean
+.PHONY: run test test-fast lint install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first and pinned to the CPU build when none is installed: a bare `torch` requirement
-# would otherwise pull a multi-GB CUDA build. An existing torch>=2.3 is kept as it is.
-$(VENV)/.installed: requirements.txt | $(BIN)/python
+# would otherwise pull a multi-GB CUDA build. An existing torch within pyproject.toml's bounds is kept.
+# The project itself is installed editable (`textgen` command, engine from this checkout).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -e ".[app]"
 	touch $@
 
-$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
-	$(BIN)/pip install -q -r requirements-dev.txt
+# The test tools, and ONNX export with onnxruntime, which its test needs.
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e ".[app,dev,export]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -34,5 +36,11 @@ test: $(VENV)/.installed-dev
 test-fast: $(VENV)/.installed-dev
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m "not e2e"
 
+# ruff (lint rules and format check) and mypy, as configured in pyproject.toml.
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache runs
+	rm -rf $(VENV) .pytest_cache runs build *.egg-info

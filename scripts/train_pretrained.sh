@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Trains the bundled models in pretrained/ with this project's own CLI; each model card records its
-# command and hardware. Two lanes run side by side, one CPU thread each: on a 2-core CPU one thread
-# per training process gives more tokens/s in all than one process on two threads (BENCHMARKS.md).
+# Trains the bundled models in textgen_core/pretrained_models/ with this project's own CLI; each model
+# card records its command and hardware (make_cards.py then points its usage at the catalog's repo id).
+# Two lanes run side by side, one CPU thread each: on a 2-core CPU one thread per training process
+# gives more tokens/s in all than one process on two threads (BENCHMARKS.md).
 #
 # Usage: scripts/train_pretrained.sh [NAME...]     (no name: all of them, in two lanes)
 #   DATA_DIR       folder with tinyshakespeare.txt, alice.txt, lyrics_public_domain.txt (default ../shared/data)
@@ -12,14 +13,15 @@ data=${DATA_DIR:-../shared/data}
 scale=${MINUTES_SCALE:-1}
 py=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
-mkdir -p pretrained logs
+out=textgen_core/pretrained_models
+mkdir -p "$out" logs
 minutes() { awk -v m="$1" -v s="$scale" 'BEGIN { print m * s }'; }
 train() {  # NAME CORPUS MINUTES ARGS...
   local name=$1 corpus=$2 budget; budget=$(minutes "$3"); shift 3
-  rm -rf "pretrained/$name"
-  "$py" -m textgen_core train "$data/$corpus" --out "pretrained/$name" --max-minutes "$budget" \
+  rm -rf "${out:?}/$name"
+  "$py" -m textgen_core train "$data/$corpus" --out "$out/$name" --max-minutes "$budget" \
     --seed 1 "$@" > "logs/pretrained-$name.log" 2>&1
-  rm -rf "pretrained/$name/checkpoint"  # the bundled copy is for sampling, not for resuming
+  rm -rf "$out/$name/checkpoint"  # the bundled copy is for sampling, not for resuming
   tail -n 2 "logs/pretrained-$name.log"
 }
 
@@ -57,3 +59,4 @@ else
   run shakespeare-char-gru alice-word-gru lyrics-sp-lstm lyrics-char-cnn lyrics-char-attention &
   wait
 fi
+"$py" scripts/make_cards.py

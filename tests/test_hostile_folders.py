@@ -154,7 +154,7 @@ def test_sample_and_evaluate_of_nan_weights_exit_2_with_one_line(tmp_path, capsy
 
 
 # --- every file through the safe-file layer -------------------------------------------------------
-FOLDER_FILES = ["config.json", "model.safetensors", "tokenizer.json", "run.json", "history.jsonl"]
+FOLDER_FILES = ["config.json", "model.safetensors", "textgen_tokenizer.json", "run.json", "history.jsonl"]
 
 
 @pytest.mark.parametrize("name", FOLDER_FILES + ["tokenizer.model"])
@@ -231,7 +231,7 @@ def test_run_json_of_wrong_types_keeps_only_well_typed_fields(tmp_path):
     assert ("parameters", f"{bundle.model.num_parameters():,}") in card_rows(bundle)
 
 
-@pytest.mark.parametrize("name", ["config.json", "run.json", "tokenizer.json"])
+@pytest.mark.parametrize("name", ["config.json", "run.json", "textgen_tokenizer.json"])
 def test_deeply_nested_json_is_a_clear_error(tmp_path, name):
     write_folder(tmp_path)
     (tmp_path / name).write_text(DEEP)

@@ -63,7 +63,7 @@ def test_config_that_does_not_match_the_weights(tmp_path):
 def test_tokenizer_from_another_model(tmp_path):
     write_folder(tmp_path / "a", text="abc " * 100)
     write_folder(tmp_path / "b", text="completely different letters xyz\n" * 20)
-    shutil.copy(tmp_path / "b" / "tokenizer.json", tmp_path / "a" / "tokenizer.json")
+    shutil.copy(tmp_path / "b" / "textgen_tokenizer.json", tmp_path / "a" / "textgen_tokenizer.json")
     with pytest.raises(ModelFolderError, match="different models"):
         tg.load(tmp_path / "a")
 

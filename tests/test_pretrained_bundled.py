@@ -12,11 +12,11 @@ from textgen_core import api, hub, pretrained
 from textgen_core.cli import main
 from tests.conftest import shared_corpus
 
-ROOT = Path(__file__).resolve().parents[1] / "pretrained"
+ROOT = pretrained.PRETRAINED_DIR
 ENTRIES = json.loads((ROOT / pretrained.CATALOG_FILE).read_text()) if (ROOT / pretrained.CATALOG_FILE).is_file() else []
 NAMES = [e["name"] for e in ENTRIES]
 CORPUS_OF = {"shakespeare": "tinyshakespeare.txt", "alice": "alice.txt", "lyrics": "lyrics_public_domain.txt"}
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "history.jsonl", "run.json", "README.md")
+MODEL_FILES = ("config.json", "model.safetensors", "textgen_tokenizer.json", "history.jsonl", "run.json", "README.md")
 
 
 def folder(name: str) -> Path:
@@ -51,7 +51,8 @@ def test_card_gives_command_hardware_figures_and_three_samples(name):
     card = (folder(name) / "README.md").read_text(encoding="utf-8")
     info = json.loads((folder(name) / "run.json").read_text())
     assert f"python -m textgen_core train ../shared/data/{Path(info['corpus']['name']).name}" in card
-    assert info["command"].startswith("python -m textgen_core train ") and f"--out pretrained/{name}" in info["command"]
+    assert info["command"].startswith("python -m textgen_core train ")
+    assert re.search(rf"--out (\S+/)?pretrained(_models)?/{name} ", info["command"])
     for label in ("| hardware |", "| training time |", "| parameters |", "| best validation loss |",
                   "| best validation bits per char |"):
         assert label in card
@@ -93,7 +94,7 @@ def test_the_app_offers_the_bundled_models_on_first_start(monkeypatch, tmp_path)
     monkeypatch.setenv("TEXTGEN_PRETRAINED_DIR", str(ROOT))
     monkeypatch.setenv("TEXTGEN_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    at = AppTest.from_file(str(ROOT.parent / "app.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
     at.switch_page("pages/generate.py")
     at = at.run()
     assert not at.exception

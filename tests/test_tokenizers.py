@@ -192,7 +192,7 @@ def _write(folder: Path, name: str, content: bytes) -> Path:
 
 
 def test_load_tokenizer_errors(tmp_path, fitted):
-    with pytest.raises(ModelFolderError, match="has no tokenizer.json"):
+    with pytest.raises(ModelFolderError, match="has no textgen_tokenizer.json"):
         load_tokenizer(tmp_path / "missing")
     with pytest.raises(ModelFolderError, match="not readable JSON"):
         load_tokenizer(_write(tmp_path / "garbage", "tokenizer.json", b"\x89PNG{not json"))
@@ -217,7 +217,7 @@ def test_load_tokenizer_errors(tmp_path, fitted):
 
 def test_saved_json_is_plain(tmp_path, fitted):
     fitted["word"].save(tmp_path)
-    state = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    state = json.loads((tmp_path / "textgen_tokenizer.json").read_text(encoding="utf-8"))
     assert state["type"] == "word" and " sister" in state["tokens"]
 
 

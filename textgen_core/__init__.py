@@ -1,7 +1,7 @@
 """textgen_core: train, compare and sample recurrent (and other) language models on your own text.
 
     import textgen_core as tg
-    bundle = tg.load("pretrained/shakespeare-char-lstm")   # or "owner/name" on the Hub
+    bundle = tg.load("shakespeare-char-lstm")   # a bundled model, a folder or "owner/name" on the Hub
     print(tg.generate(bundle, prompt="ROMEO:", length=200, temperature=0.8, seed=1)[0])
 
 The names below load on first use: importing the package itself does not load torch, so that
@@ -9,13 +9,16 @@ The names below load on first use: importing the package itself does not load to
 """
 from importlib import import_module
 
-from .errors import (ConfigError, CorpusError, HubError, ModelFolderError, TextgenError,  # noqa: F401
-                     TrainingDiverged)
+from .errors import ConfigError, CorpusError, HubError, ModelFolderError, TextgenError, TrainingDiverged  # noqa: F401
+
+__version__ = "0.1.0"   # the package's version (pyproject.toml reads it from here)
 
 _LAZY = {
     "evaluate": "api", "generate": "api", "load": "api", "stream": "api",
     "Corpus": "corpus", "read_file": "corpus", "read_text": "corpus",
     "Bundle": "hub",
+    "surprisal": "inspection", "Explorer": "inspection", "activations": "inspection",
+    "find_units": "inspection", "attention_from": "inspection", "influence": "inspection",
     "ARCHITECTURES": "models", "PRESETS": "models", "ModelConfig": "models", "build_model": "models",
     "RunSettings": "runs", "train_model": "runs",
     "SamplingOptions": "sampling",
@@ -37,5 +40,5 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = sorted(["ConfigError", "CorpusError", "HubError", "ModelFolderError", "TextgenError",
+__all__ = sorted(["__version__", "ConfigError", "CorpusError", "HubError", "ModelFolderError", "TextgenError",
                   "TrainingDiverged", *_LAZY])

@@ -27,7 +27,7 @@ from .errors import TextgenError, UnsafeFileError, WriteError
 
 # Caps on what one file may hold before it is refused (bytes).
 MAX_CONFIG_BYTES = 1 << 20        # config.json, run.json, catalog.json, tokenizer settings
-MAX_TOKENIZER_BYTES = 64 << 20    # tokenizer.json / tokenizer.model (a 100k-word vocabulary is ~2 MB)
+MAX_TOKENIZER_BYTES = 64 << 20    # textgen_tokenizer.json / tokenizer.model (a 100k-word vocabulary is ~2 MB)
 MAX_STATE_BYTES = 256 << 20       # checkpoint/resume.json (holds the run's history)
 MAX_HISTORY_BYTES = 16 << 20      # history.jsonl: only its last 16 MB are read
 MAX_CARD_BYTES = 4 << 20          # README.md

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -56,6 +57,11 @@ class Bundle:
     history: list[dict] = field(default_factory=list)  # history.jsonl lines (its tail, see read_history)
     path: Optional[Path] = None                        # the folder it was read from
     source: str = ""                                   # what the user asked for (path or repo id)
+
+    def __post_init__(self) -> None:
+        # the model then saves (save_pretrained, push_to_hub) a whole folder, tokenizer included
+        if isinstance(self.model, LanguageModel):
+            self.model.attach(self.tokenizer, self.info, self.history)
 
     @property
     def name(self) -> str:
@@ -594,6 +600,26 @@ def _push_failure(exc: BaseException, repo_id: str, endpoint: str, token: Option
     return HubError(message.replace(token, "***") if token else message)
 
 
+def _upload_copy(folder: Path, bundle: Bundle, repo_id: str, staging: Path) -> Path:
+    """The folder as the Hub repo gets it, in ``staging``: its published files, the tokenizer written
+    anew (under today's file names, whatever version wrote the folder) and the card's usage loading
+    ``repo_id`` (a card is written when the folder has none)."""
+    from . import card
+    from .tokenizers import LEGACY_TOKENIZER_FILE, TOKENIZER_FILE
+    from .tokenizers.sentencepiece import MODEL_FILE
+
+    rewritten = {TOKENIZER_FILE, LEGACY_TOKENIZER_FILE, MODEL_FILE, CARD_FILE}
+    for path in published_files(folder):
+        if path.name not in rewritten:
+            shutil.copyfile(path, staging / path.name)
+    bundle.tokenizer.save(staging)
+    text = read_card(folder)
+    text = card.for_repo(text, repo_id) if text else card.render_card(
+        {"name": bundle.name, "model": bundle.model.config.to_dict(), **bundle.info}, [], repo_id=repo_id)
+    checkpoint.atomic_write_text(staging / CARD_FILE, text)
+    return staging
+
+
 def push_folder(folder: str | Path, repo_id: str, token: Optional[str] = None, private: bool = False,
                 api=None) -> str:
     """Upload a model folder (not its resume checkpoint) to a Hub model repo; returns the repo URL.
@@ -601,25 +627,30 @@ def push_folder(folder: str | Path, repo_id: str, token: Optional[str] = None, p
     ``token`` falls back to HF_TOKEN or the Hub login; it is passed to huggingface_hub only and
     never printed, logged or written to the folder. Each call to the Hub has a deadline (the
     upload's grows with the folder's size), so a Hub that never answers fails instead of hanging.
+    The folder itself is not changed: a copy with the card naming ``repo_id`` is uploaded.
     """
+    import tempfile
+
     from huggingface_hub import HfApi
 
     if not str(folder).strip():
         raise ModelFolderError("no model folder given: give the folder of the model to upload")
     folder = Path(folder)
-    load_folder(folder)  # refuse to publish a folder that would not load
+    bundle = load_folder(folder)  # refuse to publish a folder that would not load
     if not is_repo_id(repo_id):
         raise ConfigError(f"'{repo_id}' is not a Hub repo id; use the form owner/name")
     upload_deadline = UPLOAD_DEADLINE_S + _upload_bytes(folder) / UPLOAD_MIN_BYTES_PER_S
     endpoint = hub_endpoint()
     api = api or HfApi(endpoint=endpoint)
-    try:
-        url = _call_with_deadline(lambda: api.create_repo(repo_id, token=token, private=private,
-                                                          exist_ok=True), HUB_CALL_DEADLINE_S)
-        _call_with_deadline(lambda: api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, token=token, allow_patterns=HUB_FILE_PATTERNS,
-            ignore_patterns=HUB_IGNORE_PATTERNS, commit_message=f"Upload {folder.name} with textgen_core"),
-            upload_deadline)
-    except Exception as exc:  # network and auth errors vary by transport
-        raise _push_failure(exc, repo_id, endpoint, token) from exc
+    with tempfile.TemporaryDirectory(prefix="textgen-upload-") as staging:
+        upload = _upload_copy(folder, bundle, repo_id, Path(staging))
+        try:
+            url = _call_with_deadline(lambda: api.create_repo(repo_id, token=token, private=private,
+                                                              exist_ok=True), HUB_CALL_DEADLINE_S)
+            _call_with_deadline(lambda: api.upload_folder(
+                folder_path=str(upload), repo_id=repo_id, token=token, allow_patterns=HUB_FILE_PATTERNS,
+                ignore_patterns=HUB_IGNORE_PATTERNS, commit_message=f"Upload {folder.name} with textgen_core"),
+                upload_deadline)
+        except Exception as exc:  # network and auth errors vary by transport
+            raise _push_failure(exc, repo_id, endpoint, token) from exc
     return str(url)

@@ -39,14 +39,15 @@ from .training import EvalResult, History, TrainConfig, TrainingEnded, TrainProg
 log = logging.getLogger(__name__)
 
 RUNS_DIR_ENV = "TEXTGEN_RUNS_DIR"          # where jobs write their model folders
-DEFAULT_RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+DEFAULT_RUNS_DIR = Path("runs")            # in the working directory: never inside an installed package
 
 QUEUED, RUNNING, FINISHED, STOPPED, FAILED = "queued", "running", "finished", "stopped", "failed"
 ACTIVE = (QUEUED, RUNNING)
 
 
 def runs_dir() -> Path:
-    return Path(os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
+    """TEXTGEN_RUNS_DIR, else ./runs, as an absolute path (a later change of directory moves nothing)."""
+    return Path(os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR).absolute()
 
 
 def safe_name(text: str) -> str:
@@ -480,3 +481,69 @@ class TrainingJob:
                 callback(self)
             except Exception:
                 log.exception("job done callback failed")
+
+
+
+# --- a run read back from its folder -------------------------------------------------------------
+def snapshot_from_folder(record) -> JobSnapshot:
+    """A run of a workspace read from disk (a ``workspace.RunRecord``: finished, stopped, failed,
+    interrupted, or one of an earlier session) as a snapshot, drawn like a live job: its curve from its
+    history (its last checkpoint's while it runs or after it was interrupted), its training settings
+    from run.json or the checkpoint, its latest sample from its timeline. Damaged points are left out."""
+    from .workspace import INTERRUPTED, WAITING, run_history
+
+    def numbers(point: dict, *keys: str) -> bool:
+        return all(isinstance(point.get(k), (int, float)) and not isinstance(point.get(k), bool) for k in keys)
+
+    train, evals = ThinnedSeries(400), ThinnedSeries(1000)
+    best: Optional[dict] = None
+    last: dict = {}
+    for raw in run_history(record.path):
+        kind = raw.get("kind") if isinstance(raw, dict) else None
+        if kind == "train" and numbers(raw, "step", "train_loss"):
+            train.append(_point(raw))
+        elif kind == "eval" and numbers(raw, "step", "val_loss", "val_bpc") and "is_best" in raw:
+            evals.append(_point(raw))
+            best = evals.last if best is None or raw["val_loss"] < best["val_loss"] else best
+        else:
+            continue
+        last = raw
+    info = record.info
+    config = info.get("train_config")
+    if not isinstance(config, dict) and has_checkpoint(record.path / CHECKPOINT_DIR):
+        try:
+            config = read_state(record.path / CHECKPOINT_DIR).get("train_config")
+        except (TextgenError, OSError):
+            config = None
+    try:
+        known = TrainConfig.__dataclass_fields__
+        train_config = TrainConfig(**{k: v for k, v in (config or {}).items() if k in known})
+    except TypeError:
+        train_config = TrainConfig()
+    chars_per_token = info.get("chars_per_token")
+    if not chars_per_token and best is not None and best["val_bpc"] > 0:   # bpc = loss / chars per token / ln 2
+        chars_per_token = best["val_loss"] / (best["val_bpc"] * math.log(2))
+    end = None
+    if info.get("stop_reason"):
+        end = TrainingEnded(step=info.get("steps", record.step), reason=info["stop_reason"],
+                            message=info.get("stop_message", ""), best_step=info.get("best_step"),
+                            best_val_loss=info.get("best_val_loss"), best_val_bpc=info.get("best_val_bpc"),
+                            elapsed=info.get("elapsed_s", 0.0))
+    elif record.reason and not record.active and record.status != INTERRUPTED:
+        end = TrainingEnded(step=record.step, reason=record.reason, message=record.message, best_step=None,
+                            best_val_loss=None, best_val_bpc=None, elapsed=record.elapsed_s or 0.0)
+    timeline = read_timeline(record.path)
+    sample = timeline[-1] if timeline else {}
+    elapsed = record.elapsed_s if record.elapsed_s is not None else last.get("elapsed", 0.0)
+    rate = next((p["tokens_per_s"] for p in (train.last, last) if p and numbers(p, "tokens_per_s")), None)
+    return JobSnapshot(
+        id=record.name, name=record.display_name, owner=record.path.parent.name,
+        status=QUEUED if record.status == WAITING else record.status, message=record.message,
+        settings=RunSettings(tokenizer=record.tokenizer or "char", arch=record.arch or "gru", train=train_config),
+        step=record.step, total_steps=train_config.max_steps,
+        progress=float(last["progress"]) if numbers(last, "progress") else 0.0,
+        elapsed=float(elapsed) if numbers({"e": elapsed}, "e") else 0.0, eta_s=None, tokens_per_s=rate,
+        chars_per_token=float(chars_per_token or 1.0), parameters=record.parameters,
+        device=str(info.get("hardware") or ""), train=train.points(), evals=evals.points(), best=best,
+        sample=str(sample.get("text", "")), sample_step=sample.get("step"), end=end, has_model=record.has_model,
+        event_interval_s=None, version=train.count + evals.count + record.step)

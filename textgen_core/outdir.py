@@ -25,9 +25,9 @@ from .files import MAX_CONFIG_BYTES, read_json, temp_pattern, write_failure, wri
 MANIFEST_FILE = ".textgen-files.json"
 LOCK_FILE = ".textgen.lock"
 CHECKPOINT_DIR = "checkpoint"
-# Every name a run writes into its folder.
-RUN_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer.model", "history.jsonl",
-             "run.json", "README.md", "status.json", "samples.jsonl", CHECKPOINT_DIR)
+# Every name a run writes into its folder ("tokenizer.json": the tokenizer's name in older folders).
+RUN_FILES = ("config.json", "model.safetensors", "textgen_tokenizer.json", "tokenizer.json", "tokenizer.model",
+             "history.jsonl", "run.json", "README.md", "status.json", "samples.jsonl", CHECKPOINT_DIR)
 BOOKKEEPING = (MANIFEST_FILE, LOCK_FILE, ".textgen-rank-failure.json")
 
 

@@ -1,6 +1,7 @@
-"""Pretrained models: a Hub repo id each, with the copy in ``pretrained/`` as the offline default.
+"""Pretrained models: a Hub repo id each, with a bundled copy as the offline default.
 
-The catalog is ``pretrained/catalog.json`` (a list of {"name", "repo_id", "folder", "description"});
+The bundled copies are package data, in ``textgen_core/pretrained_models/`` (installed with the
+package); its ``catalog.json`` is a list of {"name", "repo_id", "folder", "description"}.
 ``TEXTGEN_PRETRAINED_DIR`` points elsewhere and ``TEXTGEN_HUB_OWNER`` swaps the owner of every
 default repo id, so a fork can publish its own copies without editing code.
 """
@@ -14,7 +15,8 @@ from typing import Optional
 from . import files, hub
 from .errors import HubError, ModelFolderError
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained_models"   # package data
+PRETRAINED_ENV = "TEXTGEN_PRETRAINED_DIR"
 CATALOG_FILE = "catalog.json"
 
 
@@ -27,7 +29,7 @@ class PretrainedEntry:
 
 
 def pretrained_dir() -> Path:
-    return Path(os.environ.get("TEXTGEN_PRETRAINED_DIR", PRETRAINED_DIR))
+    return Path(os.environ.get(PRETRAINED_ENV) or PRETRAINED_DIR)
 
 
 def catalog(directory: Optional[Path] = None) -> list[PretrainedEntry]:

@@ -5,8 +5,10 @@ Contract shared by all tokenizers:
 - ``encode(text)`` never raises on unseen input: unknown pieces map to an unknown id (or bytes).
 - ``decode(ids)`` is concatenative: ``decode(a + b) == decode(a) + decode(b)`` whenever no
   multi-byte character is split between ``a`` and ``b``; the sampler relies on this to stream.
-- ``save(folder)`` writes ``tokenizer.json`` (plus variant files); ``load(folder)`` reads only
-  JSON and the variant's own data files, never pickle.
+- ``save(folder)`` writes ``textgen_tokenizer.json`` (plus variant files); ``load(folder)`` reads
+  only JSON and the variant's own data files, never pickle. The file is this project's own format,
+  not the Hugging Face ``tokenizers`` one, hence not ``tokenizer.json``: folders written before
+  used that name, and they still load.
 """
 from __future__ import annotations
 
@@ -16,11 +18,12 @@ from typing import Iterable
 
 from textgen_core.files import write_json
 
-TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILE = "textgen_tokenizer.json"   # this project's format: {"type": "char" | ..., ...}
+LEGACY_TOKENIZER_FILE = "tokenizer.json"    # the same format under its earlier name (read, never written)
 
 
 class Tokenizer(ABC):
-    kind: str = "base"  # short name stored in tokenizer.json, e.g. "char"
+    kind: str = "base"  # short name stored in textgen_tokenizer.json, e.g. "char"
 
     def __init__(self) -> None:
         # Human-readable remarks made while fitting (e.g. "vocabulary reduced from 8000 to 3120").
@@ -66,7 +69,7 @@ class Tokenizer(ABC):
     # --- persistence -------------------------------------------------------------------------
     @abstractmethod
     def to_dict(self) -> dict:
-        """JSON-able state written to tokenizer.json (must include "type": self.kind)."""
+        """JSON-able state written to textgen_tokenizer.json (must include "type": self.kind)."""
 
     @classmethod
     @abstractmethod
@@ -81,7 +84,11 @@ class Tokenizer(ABC):
         return load_tokenizer(folder)
 
     def save(self, folder: str | Path) -> None:
-        """Write tokenizer.json (strict JSON, atomically: a kill mid-save keeps the previous file)."""
+        """Write textgen_tokenizer.json (strict JSON, atomically: a kill mid-save keeps the previous
+        file), and drop an earlier save's tokenizer.json of this project's format from the folder."""
+        from . import remove_legacy_file
+
         state = self.to_dict()
         state["type"] = self.kind
         write_json(Path(folder) / TOKENIZER_FILE, state, indent=None)
+        remove_legacy_file(folder)

@@ -171,9 +171,9 @@ class SentencePieceTokenizer(Tokenizer):
     def unk_id(self) -> int:
         return self.processor.unk_id()
 
-    # --- persistence: tokenizer.json holds the settings, tokenizer.model the trained model --------
+    # --- persistence: textgen_tokenizer.json holds the settings, tokenizer.model the trained model ---
     def save(self, folder: str | Path) -> None:
-        self.processor  # raises when there is nothing to save yet
+        _ = self.processor  # raises when there is nothing to save yet
         atomic_write_bytes(Path(folder) / MODEL_FILE, self._proto)  # the model first: the JSON names it
         super().save(folder)
 
@@ -185,7 +185,7 @@ class SentencePieceTokenizer(Tokenizer):
     def from_dict(cls, state: dict, folder: Path) -> "SentencePieceTokenizer":
         path = Path(folder) / MODEL_FILE
         missing = ModelFolderError(
-            f"{folder} has a SentencePiece tokenizer.json but no {MODEL_FILE}; copy the whole folder."
+            f"{folder} has the settings of a SentencePiece tokenizer but no {MODEL_FILE}; copy the whole folder."
         )
         if not os.path.lexists(path):
             raise missing
