@@ -242,4 +242,4 @@ def test_good_server_settings_are_used_without_a_warning(monkeypatch):
     assert registry.env_limits() == (3, 12.5, [])
     monkeypatch.setenv("TEXTGEN_JOB_TIMEOUT_S", "nan")
     assert registry.env_limits()[1:] == (registry.DEFAULT_STALE_AFTER_S, [
-        "TEXTGEN_JOB_TIMEOUT_S must be a number of seconds above 0 (got 'nan'); using the default, 300"])
+        "TEXTGEN_JOB_TIMEOUT_S must be a number of seconds above 0 (got 'nan'); using the default, 1800"])
