@@ -158,6 +158,7 @@ def test_a_training_run_cannot_be_deleted(tmp_path, corpus):
     job = new_job(corpus, tiny(100_000), owner="a", root=tmp_path, preview_chars=0)
     registry.submit(job)
     try:
+        assert job.active, job.message
         with pytest.raises(ConfigError, match="is training; stop it first"):
             ws.Workspace(tmp_path / "a").delete_run(job.out_dir.name)
     finally:
