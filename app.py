@@ -25,7 +25,9 @@ pages = [
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/recipes.py", title="Recipes", icon=":material/menu_book:"),
     st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+    st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:"),
     st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ]
 page = st.navigation(pages)
 
@@ -33,7 +35,7 @@ page = st.navigation(pages)
 def sidebar_jobs(snaps) -> None:
     running = [s for s in snaps if s.active]
     if running:
-        st.markdown(f"**Training:** {len(running)} job{'s' if len(running) > 1 else ''} of yours")
+        st.markdown(f"**Training:** {len(running)} job{'s' if len(running) > 1 else ''} of this workspace")
         for snap in running:
             st.progress(min(1.0, snap.progress), text=f"{escape_markdown(snap.name)} · {snap.status}")
     else:
@@ -48,7 +50,8 @@ with st.sidebar:
     else:
         st.markdown(f"**Corpus:** {escape_markdown(corpus.name)}  \n{corpus.stats.chars:,} characters")
     # Train, Compare and Recipes poll their own jobs (which also keeps them alive). For any other active
-    # job the sidebar polls, slowly: the heartbeat keeps it alive and the page learns when it ends.
+    # job of the workspace (another tab's too) the sidebar polls, slowly: the heartbeat keeps it alive
+    # and the page learns when it ends.
     active = state.active_jobs()
     polled_by_page = {"train": [ss.train_job], "compare": ss.compare_jobs,
                       "recipes": ss.get("recipe_jobs", [])}.get(page.url_path, [])

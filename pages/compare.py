@@ -8,7 +8,7 @@ from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
 from textgen_core.registry import get_registry
 from textgen_core.sampling import MAX_PROMPT_CHARS
-from ui import state
+from ui import runs, state
 from ui.charts import compare_figure, mean_tokens_per_s
 from ui.checks import field_problems, refusal, show_problems
 from ui.live import live, progress_text
@@ -26,7 +26,7 @@ kind, vocab, val_fraction = state.tokenizer_settings()
 if corpus is None:
     st.info("No corpus yet: upload a text on the Corpus page, then compare architectures on it.",
             icon=":material/upload_file:")
-    st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:")
+    st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
 else:
     st.caption(f"Same corpus (**{escape_markdown(corpus.name)}**), budget, seed and validation text for every "
                "configuration. They train one after another, so each gets the whole machine and the timings "
@@ -100,15 +100,19 @@ jobs = ss.compare_jobs
 running = any(job.active for job in jobs)
 buttons = st.container(horizontal=True)
 if buttons.button("Start comparison", type="primary", icon=":material/play_arrow:",
-                  disabled=running or corpus is None or bool(problems)) and not problems:
+                  disabled=running or corpus is None or bool(problems),
+                  help="Train every configuration, one after another, with the budget below.") and not problems:
     try:
+        runs.check_quota()   # past the quota: the engine names the runs to delete
         new_jobs = [new_job(corpus, settings, owner=ss.owner, name=name) for name, settings in run_settings()]
         get_registry().submit(*new_jobs)
         ss.compare_jobs, ss.compare_samples = new_jobs, None
+        state.remember(compare_runs=[job.out_dir.name for job in new_jobs])   # a reload finds them again
         st.rerun()
     except TextgenError as exc:
         st.error(escape_markdown(exc), icon=":material/block:")
-if buttons.button("Stop all", icon=":material/stop:", disabled=not running):
+if buttons.button("Stop all", icon=":material/stop:", disabled=not running,
+                  help="Stop the running configuration and cancel those still waiting."):
     for job in jobs:
         job.stop()
     st.rerun()
@@ -147,7 +151,7 @@ def draw(snaps) -> None:
 
 live(jobs, draw)
 
-done = [job for job in jobs if job.bundle is not None and not job.active]
+done = [job for job in jobs if runs.has_model(job) and not job.active]
 if running or not done:
     st.stop()
 st.subheader("Samples side by side")
@@ -163,7 +167,8 @@ chars = c[3].number_input("Length (characters, about)", value=300, step=50, key=
 sample_problems = field_problems(lambda **value: SamplingOptions(**value).validated(),
                                  {"seed": ("Seed", int(seed)), "length": ("Length (characters, about)", int(chars))})
 show_problems(sample_problems, "sample")
-clicked = st.button("Sample from each", icon=":material/auto_awesome:", disabled=bool(sample_problems))
+clicked = st.button("Sample from each", icon=":material/auto_awesome:", disabled=bool(sample_problems),
+                    help="Every trained configuration continues the prompt with the same settings.")
 columns = st.columns(len(done))
 if clicked and not sample_problems:
     texts = {}

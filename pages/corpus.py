@@ -17,16 +17,20 @@ TOKENIZER_HELP = {"char": "char: one token per character",
 st.title("Corpus")
 st.write("The text your model learns from: lyrics, poems, a book. Plain text, any common encoding.")
 
-source = st.radio("Source", ["Upload a file", "Built-in corpus"], horizontal=True,
-                  key="corpus_source", persist_state="session", label_visibility="collapsed")
+workspace = state.workspace()
+saved = workspace.corpora()
+sources = ["Upload a file", "Built-in corpus"] + (["Saved in this workspace"] if saved else [])
+source = st.radio("Source", sources, horizontal=True, key="corpus_source", persist_state="session",
+                  label_visibility="collapsed", help="Upload a text, take a built-in one, or one uploaded before.")
 
 
 def on_upload() -> None:
-    """Decode the upload in the callback, before the script runs, so the sidebar sees it at once."""
+    """Decode the upload in the callback, before the script runs, so the sidebar sees it at once; the
+    text is saved in the workspace, where the next visit finds it."""
     upload, ss.corpus_error = ss.get("corpus_upload"), None
     if upload is not None:
         try:
-            ss.corpus, ss.corpus_key = read_text(upload.getvalue(), upload.name), ("upload", upload.file_id)
+            state.use_corpus(read_text(upload.getvalue(), upload.name), ("upload", upload.file_id))
         except TextgenError as exc:
             kept = state.corpus()
             ss.corpus_error = str(exc) + (f" The corpus loaded before, {kept.name}, is still in use."
@@ -35,26 +39,45 @@ def on_upload() -> None:
 
 def use_builtin(path, label) -> None:
     try:
-        ss.corpus, ss.corpus_key, ss.corpus_error = read_file(path), ("builtin", label), None
+        state.use_corpus(read_file(path), ("builtin", label))
+        ss.corpus_error = None
+    except TextgenError as exc:
+        ss.corpus_error = str(exc)
+
+
+def use_saved(key: str) -> None:
+    try:
+        state.use_corpus(workspace.load_corpus(key), ("saved", key))
+        ss.corpus_error = None
     except TextgenError as exc:
         ss.corpus_error = str(exc)
 
 
 if source == "Upload a file":
     st.file_uploader("Upload a plain-text file", type=["txt", "text", "md"], key="corpus_upload",
-                     on_change=on_upload)
+                     on_change=on_upload, help="It is kept in this workspace, so a later visit finds it again.")
     if ss.get("corpus_error") and ss.get("corpus_upload") is not None:
         st.error(escape_markdown(ss.corpus_error), icon=":material/block:")
-else:
+elif source == "Built-in corpus":
     corpora = builtin_corpora()
     if not corpora:
         st.info("No built-in corpora here yet (they come with the models in `pretrained/`). "
                 "Upload a text file instead.")
     else:
-        label = st.selectbox("Built-in corpus", list(corpora), key="builtin_corpus", persist_state="session")
-        st.button("Use this corpus", on_click=use_builtin, args=(corpora[label], label))
+        label = st.selectbox("Built-in corpus", list(corpora), key="builtin_corpus", persist_state="session",
+                             help="A text that comes with the project.")
+        st.button("Use this corpus", on_click=use_builtin, args=(corpora[label], label),
+                  help="Train on this text.")
         if ss.get("corpus_error"):
             st.error(escape_markdown(ss.corpus_error), icon=":material/block:")
+else:   # saved in this workspace
+    by_key = {item["key"]: item for item in saved}
+    key = st.selectbox("Saved corpus", list(by_key), key="saved_corpus",
+                       format_func=lambda k: f"{by_key[k]['name']} ({by_key[k].get('chars', 0):,} characters)",
+                       help="A text uploaded or chosen before in this workspace.")
+    st.button("Use this corpus", on_click=use_saved, args=(key,), key="use_saved_corpus", help="Train on this text.")
+    if ss.get("corpus_error"):
+        st.error(escape_markdown(ss.corpus_error), icon=":material/block:")
 
 corpus = state.corpus()
 if corpus is None:
@@ -76,17 +99,20 @@ with st.expander("Preview", expanded=True):
 st.subheader("Tokenizer")
 cols = st.columns(3)
 kind = cols[0].selectbox("Tokenizer", TOKENIZER_KINDS, key="tokenizer", persist_state="session",
-                         format_func=TOKENIZER_HELP.get)
+                         format_func=TOKENIZER_HELP.get, help="How the text is split into tokens.")
 if kind in state.VOCAB_KEYS:
     vocab_key, default = state.VOCAB_KEYS[kind]
-    cols[1].number_input("Vocabulary size", 50, 100_000, default, step=50, key=vocab_key, persist_state="session",
+    cols[1].number_input("Vocabulary size", 50, 100_000, state.initial(vocab_key, default), step=50, key=vocab_key,
+                         persist_state="session",
                          help="word: keep the most frequent words; sentencepiece: number of pieces")
 else:
     cols[1].caption("Vocabulary size: every character in the text gets its own token (the 9,999 most "
                     "frequent when there are more; the rest become `<unk>`).")
-cols[2].slider("Validation fraction", 0.05, 0.5, 0.1, 0.05, key="val_fraction", persist_state="session",
+cols[2].slider("Validation fraction", 0.05, 0.5, state.initial("val_fraction", 0.1), 0.05, key="val_fraction",
+               persist_state="session",
                help="The last part of the text is held out to measure how well the model generalizes.")
 kind, vocab, val_fraction = state.tokenizer_settings()
+state.remember(**{key: ss[key] for key in state.REMEMBERED if key in ss and key != "gen_model"})
 
 cache_key = (ss.corpus_key, kind, vocab)
 if ss.get("_tok_cache", (None,))[0] != cache_key:

@@ -23,17 +23,21 @@ if not models:
     st.info("No model yet. Train one on the **Train** page (a minute on the tiny preset is enough to see "
             "something), or load a pretrained or Hub model on the **Models** page.", icon=":material/info:")
     c1, c2, _ = st.columns([1, 1, 3])
-    c1.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
-    c2.page_link("pages/models.py", label="Load a model", icon=":material/inventory_2:")
+    c1.page_link("pages/train.py", label="Train a model", icon=":material/model_training:",
+                 query_params=state.address())
+    c2.page_link("pages/models.py", label="Load a model", icon=":material/inventory_2:",
+                 query_params=state.address())
     st.markdown("Or load one from the Hugging Face Hub:")
     hub_load_form("gen_hub", select_key="gen_model")
     st.stop()
 
-label = st.selectbox("Model", list(models), key="gen_model", persist_state="session")
+if ss.get("gen_model") not in models:   # the remembered choice went away (deleted, renamed): the newest
+    ss.pop("gen_model", None)
+label = st.selectbox("Model", list(models), key="gen_model", persist_state="session",
+                     help="A run of this workspace, a pretrained model or one loaded from the Hub.")
+state.remember(gen_model=label)
 with st.expander("Load another model from the Hugging Face Hub"):
     hub_load_form("gen_hub", select_key="gen_model")
-if label not in models:  # the remembered choice went away: take the first one
-    label = next(iter(models))
 try:
     bundle = models[label].load()
 except TextgenError as exc:
@@ -70,7 +74,8 @@ problems = field_problems(lambda **value: SamplingOptions(**value).validated(), 
 show_problems(problems, "generate")
 
 clicked = st.button("Generate", type="primary", icon=":material/auto_awesome:",
-                    disabled=not temperatures or bool(problems))
+                    disabled=not temperatures or bool(problems),
+                    help="Sample new text; it is kept in this workspace and shown again on the next visit.")
 if not temperatures:
     st.caption("Choose at least one temperature.")
 
@@ -90,6 +95,8 @@ if clicked and temperatures and not problems:
             texts = stream_into([column.empty() for _ in range(options.num_samples)], bundle, prompt, options)
             results.append((temperature, texts))
         ss.generated = {"model": label, "results": results}
+        state.workspace().save_generation({**ss.generated, "prompt": prompt, "length": int(length),
+                                           "top_k": int(top_k) or None, "top_p": float(top_p), "seed": int(seed)})
     except TextgenError as exc:
         st.error(escape_markdown(exc))
 elif ss.generated and ss.generated["model"] == label:

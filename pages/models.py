@@ -12,10 +12,11 @@ ss = state.init()
 st.title("Models")
 models = available_models()
 if not models:
-    st.info(f"No models yet: {escape_markdown(pretrained_dir())} holds no pretrained model folders and you have "
-            "not trained one in this session. Train one on the **Train** page, or load one from the Hub below.",
+    st.info(f"No models yet: {escape_markdown(pretrained_dir())} holds no pretrained model folders and this "
+            "workspace has no trained run. Train one on the **Train** page, or load one from the Hub below.",
             icon=":material/info:")
-    st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+    st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:",
+                 query_params=state.address())
 
 for index, (label, entry) in enumerate(models.items()):
     with st.expander(f"**{escape_markdown(label)}**", expanded=index == 0):

@@ -4,7 +4,7 @@ import streamlit as st
 
 from textgen_core import TextgenError, TrainConfig
 from textgen_core.recipes import RECIPES
-from ui import recipes, state
+from ui import recipes, runs, state
 from ui.checks import field_problems, show_problems
 from ui.live import live
 from ui.sampling import show_text
@@ -40,6 +40,7 @@ for name, item in RECIPES.items():
             try:
                 ss.recipe_jobs = recipes.start(item, float(minutes), ss.owner, state.device_options()[0])
                 ss.recipe_name, ss.recipe_samples = name, None
+                state.remember(recipe_name=name, recipe_runs=[job.out_dir.name for job in ss.recipe_jobs])
                 st.rerun()
             except TextgenError as exc:
                 st.error(escape_markdown(exc), icon=":material/error:")
@@ -54,7 +55,8 @@ st.divider()
 st.subheader(item.title)
 st.markdown(f"**Original:** {item.reference}")
 st.info(item.notes, icon=":material/lightbulb:")
-if st.button("Stop all", icon=":material/stop:", disabled=not running):
+if st.button("Stop all", icon=":material/stop:", disabled=not running,
+             help="Stop the running run and cancel those still waiting."):
     for job in jobs:
         job.stop()
     st.rerun()
@@ -69,7 +71,7 @@ def draw(snaps) -> None:
 
 live(jobs, draw)
 
-done = [job for job in jobs if job.bundle is not None]
+done = [job for job in jobs if runs.has_model(job)]
 if running or not done:
     st.stop()
 st.subheader(f"Samples from “{item.prompt}” (temperature 0.8, seed 1)")

@@ -8,7 +8,7 @@ from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
 from textgen_core.models import ModelConfig
 from textgen_core.registry import get_registry
-from ui import state
+from ui import runs, state
 from ui.checks import field_problems, refusal, show_problems
 from ui.live import live, show_job
 from ui.models import zip_model_folder
@@ -29,7 +29,7 @@ kind, vocab, val_fraction = state.tokenizer_settings()
 if corpus is None:
     st.info("No corpus yet: upload a text on the Corpus page first, then come back to train on it.",
             icon=":material/upload_file:")
-    st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:")
+    st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
 else:
     st.caption(f"Corpus **{escape_markdown(corpus.name)}** ({corpus.stats.chars:,} characters) · {kind} tokenizer"
                f"{f' ({vocab:,} tokens)' if vocab else ''} · {val_fraction:.0%} held out for validation "
@@ -130,23 +130,27 @@ job = ss.train_job
 running = job is not None and job.active
 buttons = st.container(horizontal=True)
 start = buttons.button("Start", type="primary", icon=":material/play_arrow:",
-                       disabled=running or corpus is None or bool(problems))
-stop = buttons.button("Stop", icon=":material/stop:", disabled=not running)
+                       disabled=running or corpus is None or bool(problems),
+                       help="Train a new model with these settings on the corpus.")
+stop = buttons.button("Stop", icon=":material/stop:", disabled=not running,
+                      help="Stop after the current step; the best weights so far are kept.")
 resume = buttons.button("Resume", icon=":material/resume:",
                         disabled=running or job is None or not job.can_resume() or bool(train_problems),
                         help="Continue the last run from its checkpoint with the budget above (raise it if the "
                              "run reached its budget).")
 try:
     if start and not problems:
+        runs.check_quota()   # past the quota: the engine names the runs to delete
         job = new_job(corpus, settings(), owner=ss.owner)
         get_registry().submit(job)
         ss.train_job = job
+        state.remember(train_run=job.out_dir.name)   # a reload finds it again
         st.rerun()
     if stop and job is not None:
         job.stop()
         st.rerun()
     if resume and job is not None and not train_problems:
-        get_registry().resume(job, settings(check_memory_for_new_model=False).train)
+        ss.train_job = runs.resume(job, settings(check_memory_for_new_model=False).train)
         st.rerun()
 except TextgenError as exc:
     st.error(escape_markdown(exc), icon=":material/block:")
@@ -158,10 +162,12 @@ if job is None:
 
 live([job], lambda snaps: show_job(snaps[0]))
 
-if job.bundle is not None and not job.active:
+if runs.has_model(job) and not job.active:
     c1, c2, c3 = st.columns([1, 1, 2])
     c1.download_button("Download the model (.zip)", lambda d=job.out_dir: zip_model_folder(d),
                        f"{job.out_dir.name}.zip", mime="application/zip", icon=":material/download:",
                        on_click="ignore")
-    c2.page_link("pages/generate.py", label="Generate text with it", icon=":material/auto_awesome:")
-    c3.caption(f"Saved in {escape_markdown(job.out_dir)}")
+    c2.page_link("pages/generate.py", label="Generate text with it", icon=":material/auto_awesome:",
+                 query_params=state.address())
+    c3.page_link("pages/runs.py", label="Kept in this workspace: see it on the Runs page", icon=":material/history:",
+                 query_params=state.address())

@@ -99,7 +99,7 @@ def test_the_zip_holds_only_the_model_files(trained_folder):
     from ui.models import zip_model_folder
     names = zipfile.ZipFile(io.BytesIO(zip_model_folder(trained_folder))).namelist()
     assert "song-gru-tiny/model.safetensors" in names and "song-gru-tiny/config.json" in names
-    assert "song-gru-tiny/README.md" in names and "song-gru-tiny/tokenizer.json" in names
+    assert "song-gru-tiny/README.md" in names and "song-gru-tiny/textgen_tokenizer.json" in names
     assert (trained_folder / "checkpoint").is_dir() and not any("checkpoint" in n for n in names)
 
 

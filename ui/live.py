@@ -8,6 +8,7 @@ import streamlit as st
 
 from textgen_core.jobs import FAILED, FINISHED, QUEUED, STOPPED, JobSnapshot, TrainingJob
 from textgen_core.registry import get_registry
+from textgen_core.workspace import INTERRUPTED
 
 from .charts import loss_figure
 from .state import fmt_seconds
@@ -88,12 +89,14 @@ def show_status(snap: JobSnapshot) -> None:
             st.success(f"**{name}** finished: {message}", icon=":material/check_circle:")
     elif snap.status == STOPPED:
         st.warning(f"**{name}**: {message}", icon=":material/stop_circle:")
+    elif snap.status == INTERRUPTED:   # found on disk: its process ended (e.g. the server was restarted)
+        st.warning(f"**{name}** was {message}", icon=":material/pause_circle:")
     else:
         st.caption(f"**{name}**: {message} on {snap.device or 'the device'}")
 
 
-def show_job(snap: JobSnapshot) -> None:
-    """Status, progress bar with ETA and tokens/s, the loss chart, and the latest sample."""
+def show_job(snap: JobSnapshot, latest_sample: bool = True) -> None:
+    """Status, progress bar with ETA and tokens/s, the loss chart, and (``latest_sample``) the latest sample."""
     show_status(snap)
     if snap.status == QUEUED:
         return
@@ -107,6 +110,8 @@ def show_job(snap: JobSnapshot) -> None:
     columns[2].metric("at step", f"{best['step']:,}" if best else "–")
     columns[3].metric("parameters", f"{snap.parameters:,}" if snap.parameters else "–")
     st.plotly_chart(loss_figure(snap), key=f"loss-{snap.id}", config={"displaylogo": False})
+    if not latest_sample:
+        return
     if snap.sample:
         st.caption(f"Sample after step {snap.sample_step:,} (temperature 0.8, the same seed every time):")
         st.code(snap.sample, language=None, wrap_lines=True)

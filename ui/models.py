@@ -1,9 +1,9 @@
-"""The models a session can use: trained in this session, pretrained/ folders, loaded from the Hub."""
+"""The models a session can use: its workspace's runs, the pretrained folders, those loaded from the Hub."""
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +16,11 @@ from textgen_core.hub import CONFIG_FILE, WEIGHTS_FILE, load_folder, published_f
 from textgen_core.pretrained import resolve
 from textgen_core.recipes import SHARED_DATA
 
-from .state import session_jobs
+from .state import workspace
 from .text import escape_markdown, fmt_number, number
 
 PRETRAINED_ENV = "TEXTGEN_PRETRAINED_DIR"
-DEFAULT_PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
+DEFAULT_PRETRAINED_DIR = pretrained.PRETRAINED_DIR   # the bundled models, package data of textgen_core
 
 
 def pretrained_dir() -> Path:
@@ -58,6 +58,25 @@ def load_pretrained(folder: Path) -> Bundle:
     return _load_folder(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime)
 
 
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def _load_run(path: str, mtime: float) -> Bundle:
+    return load_folder(path)  # read-only: sampling never changes it; a resumed run has a new mtime
+
+
+def load_run(folder: Path) -> Bundle:
+    """A workspace run's model (its best weights), loaded once per version of its weights file."""
+    return _load_run(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime)
+
+
+def trained_label(name: str, created: str) -> str:
+    """How a workspace run is listed in model pickers: its name and when it was started."""
+    try:
+        when = dt.datetime.fromisoformat(created).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        when = "?"
+    return f"{name} · trained here at {when}"
+
+
 @st.cache_resource(show_spinner="Loading the pretrained model (Hugging Face Hub first)...", max_entries=8)
 def _load_catalog_model(name: str, repo_id: str, folder: str, mtime: float) -> tuple[Bundle, str]:
     entry = pretrained.PretrainedEntry(name, repo_id, Path(folder))
@@ -81,7 +100,8 @@ class ModelEntry:
 
 
 def available_models() -> dict[str, ModelEntry]:
-    """label -> entry: this session's trained models (newest first), Hub loads, pretrained/."""
+    """label -> entry: the workspace's runs with a model that are not training (newest first), Hub
+    loads, the pretrained models."""
     entries: dict[str, ModelEntry] = {}
 
     def add(label: str, origin: str, folder: Optional[Path], load: Callable[[], Bundle], **extra) -> None:
@@ -90,11 +110,10 @@ def available_models() -> dict[str, ModelEntry]:
             label, n = f"{base} ({n})", n + 1
         entries[label] = ModelEntry(label, origin, folder, load, **extra)
 
-    for job in session_jobs():
-        bundle = job.bundle
-        if bundle is not None:
-            when = time.strftime("%H:%M:%S", time.localtime(job.created))
-            add(f"{job.name} · trained here at {when}", "trained here", job.out_dir, lambda b=bundle: b)
+    for record in workspace().runs():
+        if record.has_model and not record.active:
+            add(trained_label(record.display_name, record.created), "trained here", record.path,
+                lambda f=record.path: load_run(f))
     for repo_id, bundle in st.session_state.get("hub_bundles", {}).items():
         add(f"{repo_id} · Hub", "Hub", bundle.path, lambda b=bundle: b)
     try:

@@ -17,6 +17,7 @@ from textgen_core.recipes import Recipe
 
 from .charts import compare_figure, loss_figure
 from .live import progress_text, show_status
+from .runs import check_quota, hold_unsubmitted
 from .sampling import tokens_for_chars
 from .text import MISSING, escape_markdown
 
@@ -28,7 +29,9 @@ REASONS = {"max_steps": "step budget", "epochs": "epoch budget", "time": "time c
 
 def start(item: Recipe, minutes: float, owner: str, device: str) -> list[TrainingJob]:
     """The recipe's runs as jobs, each capped at ``minutes``; those that fit start (one after another),
-    the rest wait (see ``submit_waiting``). Raises CorpusError when the corpus file is missing."""
+    the rest wait (see ``submit_waiting``). Raises CorpusError when the corpus file is missing, and
+    ConfigError past the workspace's quota."""
+    check_quota()
     corpus = recipes.load_corpus(item)
     jobs = [new_job(corpus, recipes.with_time_cap(run.settings, minutes), owner=owner,
                     name=f"{item.name}-{run.label}")
@@ -42,19 +45,22 @@ def start(item: Recipe, minutes: float, owner: str, device: str) -> list[Trainin
 def waiting(jobs: Sequence[TrainingJob], owner: str) -> list[TrainingJob]:
     """Jobs not handed to the registry yet (they did not fit under its caps)."""
     submitted = get_registry().active_jobs(owner)
-    return [j for j in jobs if j.status == QUEUED and j not in submitted]
+    return [j for j in jobs if isinstance(j, TrainingJob) and j.status == QUEUED and j not in submitted]
 
 
 def submit_waiting(jobs: Sequence[TrainingJob], owner: str) -> list[TrainingJob]:
-    """Hand waiting jobs to the registry as far as its per-owner cap allows; returns those still waiting.
-    A busy machine (every training slot taken by other sessions) leaves them all waiting."""
+    """Hand waiting jobs to the registry as far as its per-owner cap allows; returns those still waiting
+    (kept for a reloaded page too). A busy machine (every training slot taken by other sessions) leaves
+    them all waiting."""
     registry = get_registry()
     pending = waiting(jobs, owner)
     room = registry.max_per_owner - len(registry.active_jobs(owner))
     if pending and room > 0:
         with contextlib.suppress(ConfigError):  # no slot now: they stay waiting, tried again next poll
             registry.submit(*pending[:room])
-    return waiting(jobs, owner)
+    pending = waiting(jobs, owner)
+    hold_unsubmitted(owner, pending)
+    return pending
 
 
 def waiting_note(pending: Sequence[TrainingJob], owner: str) -> str:

@@ -1,64 +1,122 @@
-"""Per-session state: who this browser session is, its corpus, its jobs. Every page calls init()."""
+"""Per-session state: the user's workspace (its id kept in the page's address as ``?w=``), the corpus,
+the choices saved in the workspace for the next visit, the pages' runs. Every page calls init()."""
 from __future__ import annotations
 
-import uuid
-from typing import Optional
+from typing import Any, Optional
 
 import streamlit as st
 import torch
 
-from textgen_core import Corpus
-from textgen_core.jobs import TrainingJob
+from textgen_core import TOKENIZER_KINDS, Corpus, TextgenError
+from textgen_core.jobs import TrainingJob, runs_dir
 from textgen_core.registry import get_registry
+from textgen_core.workspace import Workspace
 
+WORKSPACE_PARAM = "w"         # the query parameter that carries the workspace id
 DEFAULTS = {
     "corpus": None,           # textgen_core.Corpus the user chose
     "corpus_key": None,       # identifies the upload, so a rerun does not decode it again
-    "train_job": None,        # the Train page's current job
-    "compare_jobs": [],       # the Compare page's jobs, in the order of its columns
-    "recipe_jobs": [],        # the Recipes page's jobs: the runs of the last recipe started
+    "train_job": None,        # the Train page's current run (a TrainingJob, or a ui.runs.SavedRun)
+    "compare_jobs": [],       # the Compare page's runs, in the order of its columns
+    "recipe_jobs": [],        # the Recipes page's runs: those of the last recipe started
+    "recipe_name": None,      # ... and that recipe's name
     "hub_bundles": {},        # repo id -> Bundle loaded on the Models page
     "generated": None,        # the Generate page's last result
     "compare_samples": None,  # the Compare page's last samples
 }
 
-
 # Vocabulary size widgets per tokenizer: (session key, default).
 VOCAB_KEYS = {"word": ("vocab_word", 10_000), "sentencepiece": ("vocab_sp", 2_000)}
+# Widget choices kept in the workspace, each with a check of a saved value before it is used again.
+REMEMBERED = {
+    "tokenizer": lambda v: v in TOKENIZER_KINDS,
+    "vocab_word": lambda v: isinstance(v, int) and not isinstance(v, bool) and 50 <= v <= 100_000,
+    "vocab_sp": lambda v: isinstance(v, int) and not isinstance(v, bool) and 50 <= v <= 100_000,
+    "val_fraction": lambda v: isinstance(v, float) and 0.05 <= v <= 0.5,
+    "gen_model": lambda v: isinstance(v, str),
+}
 
 
 def init():
-    """Set defaults once per session and send the heartbeat that keeps this session's jobs alive."""
+    """Find the session's workspace once (from the address, else a new one) and set defaults; on every
+    run put the workspace id back into the address (a page switch drops it), send the heartbeat that
+    keeps the workspace's jobs alive, and find the pages' runs again. Pages call it too: a page can
+    run without the router (a fresh server's first visit to a page's address runs the page alone)."""
     state = st.session_state
-    if "owner" not in state:
-        state.owner = uuid.uuid4().hex[:12]
+    if "workspace" not in state:
+        workspace, is_new = Workspace.for_app(runs_dir(), st.query_params.get(WORKSPACE_PARAM))
+        state.workspace, state.owner = workspace, workspace.id
+        state._remembered = {} if is_new else workspace.state()
+        if not is_new:
+            restore(workspace, state._remembered)
+    if st.query_params.get(WORKSPACE_PARAM) != state.owner:
+        st.query_params[WORKSPACE_PARAM] = state.owner
     for key, value in DEFAULTS.items():
         if key not in state:
             state[key] = value.copy() if isinstance(value, (list, dict)) else value
     get_registry().touch(state.owner)
+    from .runs import attach  # ui.runs builds on this module
+
+    attach()   # the pages' runs as the workspace saved them: a reload finds its jobs again
     return state
+
+
+def restore(workspace: Workspace, saved: dict) -> None:
+    """A returning visit: the saved corpus, choices and last generation come back."""
+    state = st.session_state
+    key = saved.get("corpus")
+    if isinstance(key, str):
+        try:
+            state.corpus, state.corpus_key = workspace.load_corpus(key), ("saved", key)
+        except TextgenError:
+            pass   # deleted by hand: the visit starts without a corpus
+    for name, valid in REMEMBERED.items():
+        if name in saved and valid(saved[name]):
+            state[name] = saved[name]
+    last = workspace.generations(limit=1)
+    if last and isinstance(last[0].get("model"), str) and isinstance(last[0].get("results"), list):
+        state.generated = {"model": last[0]["model"], "results": last[0]["results"]}
+
+
+def workspace() -> Workspace:
+    return st.session_state.workspace
+
+
+def address() -> dict:
+    """The query parameters that keep a link (``st.page_link``, ``st.switch_page``) in this workspace."""
+    return {WORKSPACE_PARAM: st.session_state.owner}
+
+
+def remember(**values: Any) -> None:
+    """Save these choices in the workspace (only those that changed: a tab that changed nothing never
+    overwrites what another tab saved)."""
+    known = st.session_state.setdefault("_remembered", {})
+    changed = {k: v for k, v in values.items() if known.get(k, object()) != v}
+    if changed:
+        workspace().update_state(**changed)
+        known.update(changed)
+
+
+def initial(key: str, default: Any) -> Any:
+    """A widget's default, or None when the session already holds its value (restored from the
+    workspace): a widget given both warns, and the session's value wins anyway."""
+    return None if key in st.session_state else default
+
+
+def use_corpus(corpus: Corpus, key: tuple) -> None:
+    """Make ``corpus`` the session's and the workspace's current corpus (saved there once)."""
+    state = st.session_state
+    state.corpus, state.corpus_key = corpus, key
+    remember(corpus=workspace().save_corpus(corpus))
 
 
 def corpus() -> Optional[Corpus]:
     return st.session_state.get("corpus")
 
 
-def session_jobs() -> list[TrainingJob]:
-    """This session's jobs, newest first: the Train, Compare and Recipes pages'."""
-    state = st.session_state
-    jobs = list(state.get("compare_jobs", [])) + list(state.get("recipe_jobs", []))
-    if state.get("train_job") is not None:
-        jobs.append(state.train_job)
-    history = state.setdefault("past_jobs", [])
-    for job in jobs:
-        if job not in history:
-            history.append(job)
-    del history[:-12]  # bound what a long session keeps in memory
-    return sorted(history, key=lambda j: j.created, reverse=True)
-
-
 def active_jobs() -> list[TrainingJob]:
-    return [j for j in session_jobs() if j.active]
+    """The workspace's training and waiting jobs (started in any tab of it), oldest first."""
+    return get_registry().active_jobs(st.session_state.owner)
 
 
 def tokenizer_settings() -> tuple[str, Optional[int], float]:
