@@ -246,7 +246,8 @@ async def drive(url: str, corpus: Path, sessions: int, steps: int, timeout_s: fl
 # --- checks and report -------------------------------------------------------------------------
 def runs_per_owner(runs: Path) -> list[int]:
     """How many model folders each session (one folder per owner) wrote."""
-    return sorted(len([p for p in owner.iterdir() if p.is_dir()]) for owner in runs.iterdir()) \
+    from textgen_core.workspace import Workspace
+    return sorted(len(Workspace(owner).runs()) for owner in runs.iterdir() if owner.is_dir()) \
         if runs.is_dir() else []
 
 

@@ -215,3 +215,25 @@ def test_runs_list_show_and_delete(tmp_path, song, capsys):
     assert main(["runs", "delete", "lyrics", "--workspace", str(root), "--yes"]) == 0
     assert main(["runs", "show", "lyrics", "--workspace", str(root)]) == 2
     assert "no run 'lyrics'" in capsys.readouterr().err
+
+
+def test_disk_use_is_counted_while_files_come_and_go(tmp_path, monkeypatch):
+    workspace, _ = ws.Workspace.for_app(tmp_path, None)
+    (workspace.root / "run").mkdir()
+    (workspace.root / "run" / "weights").write_bytes(b"x" * 1000)
+    vanished = workspace.root / "run" / ".model.safetensors.abcd1234.tmp"
+    vanished.write_bytes(b"y" * 10)
+
+    class Gone:
+        """A directory entry whose file was renamed away after the listing (as an atomic save does)."""
+        def __init__(self, entry): self.entry, self.path, self.name = entry, entry.path, entry.name
+        def is_dir(self, follow_symlinks=True): return self.entry.is_dir(follow_symlinks=follow_symlinks)
+        def is_file(self, follow_symlinks=True): return self.entry.is_file(follow_symlinks=follow_symlinks)
+        def stat(self, follow_symlinks=True):
+            if self.name.endswith(".tmp"):
+                raise FileNotFoundError(self.path)
+            return self.entry.stat(follow_symlinks=follow_symlinks)
+
+    scandir = os.scandir
+    monkeypatch.setattr(ws.os, "scandir", lambda path: [Gone(e) for e in scandir(path)])
+    assert workspace.disk_usage() >= 1000

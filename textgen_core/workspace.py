@@ -296,10 +296,13 @@ class Workspace:
             except OSError:
                 continue
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except OSError:   # a training run's temporary file, renamed or removed meanwhile
+                    continue
         return total
 
     def run_sizes(self) -> list[tuple[str, int]]:

@@ -133,26 +133,13 @@ def attach() -> None:
 
 
 def disk_usage() -> int:
-    """The workspace's bytes on disk. A training run renames its temporary files while they are counted:
-    one that vanished meanwhile makes the count start again (three tries)."""
-    for attempt in range(3):
-        try:
-            return workspace().disk_usage()
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-    return 0
+    """The workspace's bytes on disk."""
+    return workspace().disk_usage()
 
 
 def check_quota() -> None:
-    """Refuse a new run past the workspace's quota with the engine's message naming what to delete
-    (counted as ``disk_usage`` counts)."""
-    for attempt in range(3):
-        try:
-            return workspace().check_quota()
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
+    """Refuse a new run past the workspace's quota with the engine's message naming what to delete."""
+    workspace().check_quota()
 
 
 def has_model(run: Run) -> bool:
