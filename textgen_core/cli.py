@@ -1,4 +1,4 @@
-"""python -m textgen_core train | sample | evaluate | push | pretrained | recipe
+"""python -m textgen_core train | sample | evaluate | surprisal | push | pretrained | recipe
 
 Bad input or settings end with status 2 and one ``error: ...`` line on stderr, never a traceback.
 """
@@ -11,12 +11,13 @@ import shlex
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from tqdm import tqdm
 
-from . import api, cli_runs, hub, pretrained, recipes
+from . import __version__, api, cli_runs, hub, pretrained, recipes
 from .corpus import read_file
 from .corpus_file import open_file
 from .distributed import Distributed, FailedElsewhere
@@ -30,6 +31,7 @@ from .training import EvalResult, TrainConfig, TrainingEnded, TrainProgress
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textgen_core",
                                      description="Train, sample and evaluate text-generation models.")
+    parser.add_argument("--version", action="version", version=f"textgen_core {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model on a text file")
@@ -81,12 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="model folder, pretrained name or Hub repo id (owner/name)")
     evaluate.add_argument("textfile")
 
+    surprise = commands.add_parser("surprisal", help="how surprised a model is by each token of a text file, "
+                                                     "as an HTML heat map")
+    surprise.add_argument("model", help="model folder, pretrained name or Hub repo id (owner/name)")
+    surprise.add_argument("textfile")
+    surprise.add_argument("--html", help="write a self-contained HTML heat map here (hover a token for the "
+                                         "model's top predictions)")
+    surprise.add_argument("--top-k", type=int, default=5, help="predictions shown per token")
+
     push = commands.add_parser("push", help="upload a model folder to the Hugging Face Hub")
     push.add_argument("model", help="model folder")
     push.add_argument("--repo", required=True, help="Hub repo id, owner/name")
     push.add_argument("--private", action="store_true")
 
     commands.add_parser("pretrained", help="list the pretrained models")
+    export = commands.add_parser("export", help="write a model's network as an ONNX file (the [export] extra)")
+    export.add_argument("model", help="model folder, pretrained name or Hub repo id (owner/name)")
+    export.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write: the step "
+                        "function (ids, state) -> (logits, state) of a GRU or LSTM, the full-sequence forward "
+                        "of a CNN or attention model")
     cli_runs.add_parser(commands)
 
     recipe = commands.add_parser("recipe", help="run a classic experiment (see --list)")
@@ -127,7 +142,8 @@ class _Progress:
 
 def describe_run(run: PreparedRun) -> str:
     trainer, cfg = run.trainer, run.model.config
-    return ("".join(f"note: {note}\n" for note in run.notes) + f"{cfg.arch} model, {run.model.num_parameters():,} parameters; {run.tokenizer.kind} tokenizer, "
+    return ("".join(f"note: {note}\n" for note in run.notes)
+            + f"{cfg.arch} model, {run.model.num_parameters():,} parameters; {run.tokenizer.kind} tokenizer, "
             f"{run.tokenizer.vocab_size:,} tokens; {len(trainer.train_ids):,} training and "
             f"{len(trainer.val_ids):,} validation tokens; device {trainer.device}"
             + (f"; {trainer.dist.world} processes ({trainer.dist.backend}), {trainer.local_batch} windows "
@@ -243,10 +259,39 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_surprisal(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .files import atomic_write_text
+    from .inspection import surprisal
+    from .inspection.html import surprisal_document
+
+    if args.html and not Path(args.html).resolve().parent.is_dir():
+        raise ConfigError(f"the folder of {args.html} does not exist; create it or write the heat map elsewhere")
+    bundle = load_model(args.model)
+    result = surprisal(bundle, read_file(args.textfile, min_chars=2).text, args.top_k)
+    if args.html:
+        atomic_write_text(Path(args.html), surprisal_document(result, Path(args.textfile).name))
+    print(f"{result.bits_per_char:.4f} bits/char  ({result.total_bits:,.1f} bits over {result.predicted_chars:,} "
+          f"characters, {len(result):,} tokens)" + (f"; heat map in {args.html}" if args.html else ""))
+    return 0
+
+
 def run_push(args: argparse.Namespace) -> int:
     # The token comes from HF_TOKEN or the Hub login inside huggingface_hub; it is never printed.
     url = hub.push_folder(args.model, args.repo, token=os.environ.get("HF_TOKEN"), private=args.private)
     print(f"uploaded {args.model} to {url}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from .export import export_kind, export_onnx
+
+    bundle = load_model(args.model)
+    path = export_onnx(bundle.model, args.onnx)
+    what = ("step function (ids, state) -> (logits, state)" if export_kind(bundle.model) == "step"
+            else "full-sequence forward ids -> logits")
+    print(f"wrote {path}: the {what} of {bundle.name} ({bundle.model.config.arch}); its tokenizer is the "
+          "model folder's")
     return 0
 
 
@@ -287,7 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     handlers = {"train": run_train, "sample": run_sample, "evaluate": run_evaluate, "push": run_push,
-                "pretrained": run_pretrained, "recipe": run_recipe, "runs": cli_runs.run}
+                "pretrained": run_pretrained, "recipe": run_recipe, "runs": cli_runs.run,
+                "surprisal": run_surprisal, "export": run_export}
     try:
         return handlers[args.command](args)
     except FailedElsewhere:   # rank 0 printed why
