@@ -4,8 +4,12 @@ Variants, timed interleaved in one process (A, B, C, C, B, A, ...), medians repo
   eager     a plain loop: model(ids, state) -> softmax(logits / T) -> multinomial, torch's defaults
             (oneDNN on, all intra-op threads)
   no_onednn the same loop inside torch.backends.mkldnn.flags(enabled=False) (the sampler's old path)
-  project   textgen_core.sampling.sample_ids as shipped: on a GPU, GRU/LSTM steps in chunks of 32
+  unfused   (CPU) sample_ids with the fused step and draw turned off: the module's kernels step by
+            step (torch.lstm / torch.gru) and torch.multinomial, what the sampler did before
+  project   textgen_core.sampling.sample_ids as shipped: on the CPU at batch 1 a GRU/LSTM steps through
+            fused_step.FusedRnnStep (the same bits, fewer ops); on a GPU, GRU/LSTM steps in chunks of 32
             replayed as CUDA graphs (graphed_sampling.py), the ids read back once per chunk
+  api       (CPU, batch 1) tg.generate with a 65-character tokenizer: the text, decoding included
 On a CUDA machine the same table is measured on the GPU (named in the output), for the 2x256 models
 and the large preset (1024x2); without one the GPU rows are skipped with a line saying so. The GPU's
 eager loop never reads its ids back, which flatters it: text needs them on the host.
@@ -17,14 +21,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import string
 import time
 
 from common import describe, emit, interleave, machine, median, ratios, sync, table
 
 import torch
 
+import textgen_core as tg
+from textgen_core import fused_step, sampling
 from textgen_core.models import ModelConfig, build_model
 from textgen_core.sampling import SamplingOptions, sample_ids
+from textgen_core.tokenizers import CharTokenizer
 
 VOCAB = 65
 PROMPT = [1, 2, 3, 4]
@@ -58,6 +66,34 @@ def project(model, batch: int, length: int) -> float:
     return batch * length / (time.perf_counter() - start)
 
 
+@contextlib.contextmanager
+def unfused():
+    """The sampler without its fused CPU step and draw (the module step by step, torch.multinomial)."""
+    saved = sampling._fused_step, fused_step.draw
+    sampling._fused_step = lambda model, batch: None
+    fused_step.draw = lambda probs, generator, noise: torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    try:
+        yield
+    finally:
+        sampling._fused_step, fused_step.draw = saved
+
+
+def unfused_project(model, batch: int, length: int) -> float:
+    with unfused():
+        return project(model, batch, length)
+
+
+def api(bundle, length: int) -> float:
+    start = time.perf_counter()
+    tg.generate(bundle, "The ", length=length, temperature=0.8, seed=1)
+    return length / (time.perf_counter() - start)
+
+
+def char_bundle(model) -> tg.Bundle:
+    alphabet = (string.ascii_letters + string.digits + " \n.,;:!?'")[:VOCAB - 1]  # 64 characters + <unk>
+    return tg.Bundle(model, CharTokenizer().fit(alphabet))
+
+
 def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str, ...] = ("small",)) -> list[dict]:
     rows = []
     for arch, preset in [(arch, preset) for preset in presets for arch in ("gru", "lstm")]:
@@ -65,11 +101,15 @@ def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str,
         size = dict(embedding=16, hidden=32, layers=1) if quick else {}
         model = build_model(ModelConfig.from_preset(arch, preset, VOCAB, **size)).to(device).eval()
         for batch in (1, 64):
-            length = 8 if quick else (600 if batch == 1 else 150) * (4 if device.type == "cuda" else 1)
+            length = 8 if quick else (3000 if batch == 1 else 150) * (4 if device.type == "cuda" else 1)
             runs = {"eager": lambda: eager_loop(model, batch, length, onednn=True)}
             if device.type == "cpu":
                 runs["no_onednn"] = lambda: eager_loop(model, batch, length, onednn=False)
+                runs["unfused"] = lambda: unfused_project(model, batch, length)
             runs["project"] = lambda: project(model, batch, length)
+            if device.type == "cpu" and batch == 1:
+                bundle = char_bundle(model)
+                runs["api"] = lambda: api(bundle, length)
             for run in runs.values():  # warm-up (allocator, oneDNN primitives, CUDA context)
                 run()
             values = interleave(runs, repeats)
@@ -81,6 +121,7 @@ def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str,
             row["project_vs_eager"] = median(ratios(values["project"], values["eager"]))
             if "no_onednn" in values:
                 row["project_vs_no_onednn"] = median(ratios(values["project"], values["no_onednn"]))
+                row["project_vs_unfused"] = median(ratios(values["project"], values["unfused"]))
             rows.append(row)
             print(f"  {device.type} {arch} batch {batch}: " + ", ".join(
                 f"{k} {median(v):,.0f}" for k, v in values.items()), flush=True)
@@ -108,17 +149,19 @@ def main() -> None:
     print("tokens/s: median of the interleaved runs (best run in brackets); ratios: median of adjacent pairs")
     best = lambda r, name: (f"{r[name + '_tok_s']:,.0f} ({r[name + '_best_tok_s']:,.0f})"  # noqa: E731
                             if name + "_tok_s" in r else "-")
-    print(table(["device", "model", "batch", "eager tok/s", "no oneDNN tok/s", "project tok/s",
-                 "project / eager", "project / no oneDNN"],
+    print(table(["device", "model", "batch", "eager tok/s", "no oneDNN tok/s", "unfused tok/s", "project tok/s",
+                 "api chars/s", "project / eager", "project / unfused"],
                 [(r["device"] if r["device"] == "cpu" else info.get("gpu", "cuda"),
                   f"{r['arch']} {r['layers_x_hidden']}", r["batch"], best(r, "eager"), best(r, "no_onednn"),
-                  best(r, "project"), r["project_vs_eager"], r.get("project_vs_no_onednn", float("nan")))
+                  best(r, "unfused"), best(r, "project"), best(r, "api"), r["project_vs_eager"],
+                  r.get("project_vs_unfused", float("nan")))
                  for r in rows]))
+    api_rates = {f"cpu_{r['arch']}_api_batch1_chars_s": r["api_tok_s"] for r in rows if "api_tok_s" in r}
     batch1 = {f"{r['device']}_{r['arch']}_batch1_tok_s": r["project_tok_s"] for r in rows
               if r["batch"] == 1 and r["layers_x_hidden"] == ("1x32" if args.quick else "2x256")}
     targets = {key: batch1.get(key) for key in ("cpu_lstm_batch1_tok_s", "cuda_gru_batch1_tok_s",
                                                 "cuda_lstm_batch1_tok_s")}
-    emit("sampling", {"machine": info, "quick": args.quick, "rows": rows, **targets})
+    emit("sampling", {"machine": info, "quick": args.quick, "rows": rows, **targets, **api_rates})
 
 
 if __name__ == "__main__":

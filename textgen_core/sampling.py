@@ -111,12 +111,19 @@ def active_top_p(options: SamplingOptions) -> Optional[float]:
     return options.top_p if options.top_p is not None and options.top_p < 1 else None
 
 
-def pick_next(logits: torch.Tensor, options: SamplingOptions,
-              generator: torch.Generator) -> torch.Tensor:
-    """(B, V) logits -> (B,) next ids under temperature, top-k and top-p."""
+def pick_next(logits: torch.Tensor, options: SamplingOptions, generator: torch.Generator,
+              noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(B, V) logits -> (B,) next ids under temperature, top-k and top-p.
+
+    On the CPU the draw is ``fused_step.draw``: the ids ``torch.multinomial`` draws, in 4 ops instead
+    of about 14; ``noise`` is its (B, V) buffer (made here when not given)."""
     if options.temperature == 0:
         return logits.argmax(dim=-1)
     probs = next_token_probs(logits, options.temperature, options.top_k, active_top_p(options))
+    if probs.device.type == "cpu" and probs.dtype == torch.float32:
+        from .fused_step import draw
+
+        return draw(probs, generator, torch.empty_like(probs) if noise is None else noise)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -371,6 +378,39 @@ def read_prompt(model: LanguageModel, forward, prompt_ids: list[int], batch: int
     return last.repeat(batch, 1), repeated
 
 
+def _fused_step(model: LanguageModel, batch: int):
+    """A ``FusedRnnStep`` for one sample of a plain GRU/LSTM on the CPU, else None."""
+    from .fused_step import FusedRnnStep, fused_step_supported
+
+    if batch != 1 or not fused_step_supported(model):
+        return None
+    return FusedRnnStep(model)
+
+
+def _sample_fused(fused, last: torch.Tensor, state, options: SamplingOptions,
+                  banned: Optional[torch.Tensor], generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``sample_ids``'s loop for one sample through ``fused`` (its logits are the module's bit for bit,
+    so the ids are too), each step on one thread."""
+    fused.load_state(state)
+    noise = torch.empty_like(last, dtype=torch.float32)
+    threads = torch.get_num_threads()
+    for step in range(options.length):
+        if banned is not None:
+            last = last.masked_fill_(banned, float("-inf"))
+        next_ids = pick_next(last, options, generator, noise)                    # (1,)
+        yield next_ids
+        if step + 1 < options.length:
+            if threads > 1:   # one thread for the step only: code between steps keeps its threads
+                torch.set_num_threads(1)
+                try:
+                    last = fused.step(int(next_ids))
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                last = fused.step(int(next_ids))
+            check_finite(last)
+
+
 @torch.inference_mode()
 def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions,
                banned_ids: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
@@ -418,6 +458,10 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
                     finally:
                         chunked.lock.release()
                     return
+            fused = _fused_step(model, options.num_samples)
+            if fused is not None:   # batch 1 of a GRU/LSTM on the CPU: the same ids, fewer ops
+                yield from _sample_fused(fused, last, state, options, banned, generator)
+                return
             for step in range(options.length):
                 if banned is not None:
                     last = last.masked_fill(banned, float("-inf"))

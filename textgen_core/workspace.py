@@ -273,9 +273,11 @@ class Workspace:
     def delete_run(self, name: str) -> None:
         """Delete a run's folder (the project's files in it; anything else stays). A run that is
         training is refused: stop it first."""
+        folder = self._folder(name)
+        if folder is not None and lock_is_held(folder):   # checked first: a job just started has no record yet
+            shown = self.index()["names"].get(folder.name, folder.name)
+            raise ConfigError(f"{shown} is training; stop it first, then delete it")
         record = self.run(name)
-        if lock_is_held(record.path):
-            raise ConfigError(f"{record.display_name} is training; stop it first, then delete it")
         remove_own_files(record.path, inspect_folder(record.path))
         for leftover in (LOCK_FILE, ".textgen-files.json"):
             (record.path / leftover).unlink(missing_ok=True)

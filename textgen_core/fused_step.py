@@ -1,0 +1,143 @@
+"""One-sample GRU/LSTM steps on the CPU with fewer, larger ops: what batch-1 sampling runs.
+
+At batch 1 a step of a 2x256 LSTM reads 4 MB of weights in four matrix-vector products and spends
+as long again in per-op overhead: torch.lstm's argument handling, stacking the layers' states, the
+checks and the draw of ``torch.multinomial`` (about 14 small ops). ``FusedRnnStep`` keeps what a
+step needs in preallocated buffers and calls exactly the kernels ATen's CPU cell calls, in the same
+order on the same shapes, so its logits are bit for bit those of ``torch.lstm``/``torch.gru`` (a test
+checks it). Two things are precomputed once per model:
+  * the first layer's input projection of every token id (a vocabulary of V ids is V rows of 4H), made
+    with the same one-row ``addmm`` a step makes, so a step looks its row up instead of reading the
+    (4H x E) matrix: one of the four products gone;
+  * the transposed weights as views, the bias tensors, the state and gate buffers.
+
+``draw`` replaces ``torch.multinomial(probs, 1)`` with the ops multinomial runs for one sample
+(an exponential draw of the same shape from the same generator, a division and an argmax), leaving
+out the validity checks that finite probabilities always pass: the same ids.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .models.base import LanguageModel
+
+# Above this many ids the first layer's projection table would be larger than its weights are worth
+# skipping (a 32k-piece vocabulary at 4 x 1024 floats is 512 MB): the step then multiplies as usual.
+MAX_TABLE_BYTES = 64_000_000
+
+
+def fused_step_supported(model: LanguageModel) -> bool:
+    """A plain GRU/LSTM language model of the project's class in eval mode on the CPU, fp32, one
+    direction, no projections, no hooks (``sampling.plain_rnn_in_eval``)."""
+    from .sampling import plain_rnn_in_eval
+
+    if not plain_rnn_in_eval(model, "cpu"):
+        return False
+    embed, rnn, head = model.embed, model.rnn, model.head
+    return (type(embed) is torch.nn.Embedding and embed.max_norm is None and type(head) is torch.nn.Linear
+            and type(rnn) in (torch.nn.GRU, torch.nn.LSTM) and not rnn.bidirectional and rnn.batch_first
+            and not getattr(rnn, "proj_size", 0) and rnn.bias and head.bias is not None
+            and all(p.dtype == torch.float32 for p in model.parameters()))
+
+
+class FusedRnnStep:
+    """``step(token_id) -> (1, V) logits`` with the state carried inside; ``load_state`` takes the
+    state a full forward pass returned ((L, 1, H) tensors, as ``torch.lstm``/``torch.gru`` give)."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        if not fused_step_supported(model):
+            raise ValueError("the fused step needs a plain GRU/LSTM model in eval mode on the CPU")
+        rnn, head = model.rnn, model.head
+        self.lstm = type(rnn) is torch.nn.LSTM
+        self.layers, hidden = rnn.num_layers, rnn.hidden_size
+        gates = (4 if self.lstm else 3) * hidden
+        self.w_ih = [getattr(rnn, f"weight_ih_l{i}").detach().t() for i in range(self.layers)]   # (in, G)
+        self.w_hh = [getattr(rnn, f"weight_hh_l{i}").detach().t() for i in range(self.layers)]   # (H, G)
+        self.b_ih = [getattr(rnn, f"bias_ih_l{i}").detach() for i in range(self.layers)]
+        self.b_hh = [getattr(rnn, f"bias_hh_l{i}").detach() for i in range(self.layers)]
+        self.head_w, self.head_b = head.weight.detach().t(), head.bias.detach()          # (H, V), (V,)
+        self.embedding = model.embed.weight.detach()                                       # (V, E)
+        vocab = self.embedding.shape[0]
+        self.table: Optional[torch.Tensor] = None
+        if vocab * gates * 4 <= MAX_TABLE_BYTES:
+            # one id at a time: the exact one-row product a step would make for that id
+            self.table = torch.cat([torch.addmm(self.b_ih[0], self._embed(v), self.w_ih[0]) for v in range(vocab)])
+        # MKL's product of a row can round differently with the row's memory alignment, so every
+        # operand lives where ATen's has it: the state as (L, 1, H) with each layer's row a view at
+        # offset l*H (ATen unbinds hx so), and each layer's new hidden state (the next layer's input
+        # and the head's) in a fresh, aligned buffer, copied into the state afterwards.
+        self.h_state = torch.zeros(self.layers, 1, hidden)
+        self.c_state = torch.zeros(self.layers, 1, hidden) if self.lstm else None
+        self.out = [torch.empty(1, hidden) for _ in range(self.layers)]                    # (1, H) each
+        self.x_proj = torch.empty(1, gates)      # the input projection of the layer being stepped
+        self.h_gates = torch.empty(1, gates)     # its hidden projection, then the gates
+        self.scratch = torch.empty(1, hidden)
+        self.logits = torch.empty(1, head.out_features)
+
+    def _embed(self, token_id: int) -> torch.Tensor:
+        """(1, E) a fresh copy of the id's embedding row, aligned as F.embedding's output is."""
+        return self.embedding[token_id:token_id + 1].clone()
+
+    def load_state(self, state) -> None:
+        """Copy a forward pass's state (h or (h, c), each (L, 1, H)) into the buffers."""
+        h, c = state if self.lstm else (state, None)
+        self.h_state.copy_(h)
+        if c is not None:
+            self.c_state.copy_(c)
+
+    def state(self):
+        """The current state as a forward pass returns it (new tensors)."""
+        return (self.h_state.clone(), self.c_state.clone()) if self.lstm else self.h_state.clone()
+
+    def _input_projection(self, layer: int, token_id: int) -> torch.Tensor:
+        if layer == 0 and self.table is not None:
+            return self.table[token_id:token_id + 1]
+        below = self._embed(token_id) if layer == 0 else self.out[layer - 1]
+        return torch.addmm(self.b_ih[layer], below, self.w_ih[layer], out=self.x_proj)
+
+    def step(self, token_id: int) -> torch.Tensor:
+        """Feed one token; the (1, V) logits of the next (a buffer, overwritten by the next step)."""
+        for layer in range(self.layers):
+            x_proj = self._input_projection(layer, token_id)
+            gates = torch.addmm(self.b_hh[layer], self.h_state[layer], self.w_hh[layer], out=self.h_gates)
+            if self.lstm:
+                self._lstm_cell(layer, gates, x_proj)
+            else:
+                self._gru_cell(layer, gates, x_proj)
+            self.h_state[layer].copy_(self.out[layer])
+        return torch.addmm(self.head_b, self.out[-1], self.head_w, out=self.logits)
+
+    def _lstm_cell(self, layer: int, gates: torch.Tensor, x_proj: torch.Tensor) -> None:
+        # ATen's LSTMCell on the CPU: gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
+        gates.add_(x_proj)
+        in_gate, forget_gate, cell_gate, out_gate = gates.unsafe_chunk(4, 1)
+        in_gate.sigmoid_()
+        forget_gate.sigmoid_()
+        cell_gate.tanh_()
+        out_gate.sigmoid_()
+        c = self.c_state[layer]
+        c.mul_(forget_gate)                 # f * c: multiplication commutes bit for bit
+        c.add_(in_gate.mul_(cell_gate))     # + i * g
+        torch.tanh(c, out=self.scratch)
+        torch.mul(out_gate, self.scratch, out=self.out[layer])
+
+    def _gru_cell(self, layer: int, h_gates: torch.Tensor, x_proj: torch.Tensor) -> None:
+        # ATen's GRUCell on the CPU: r = sig(hh_r + ih_r); z = sig(hh_z + ih_z); n = tanh(ih_n + r*hh_n);
+        # h = (h - n) * z + n
+        i_r, i_z, i_n = x_proj.unsafe_chunk(3, 1)
+        h_r, h_z, h_n = h_gates.unsafe_chunk(3, 1)
+        reset = h_r.add_(i_r).sigmoid_()
+        update = h_z.add_(i_z).sigmoid_()
+        new = torch.add(i_n, h_n.mul_(reset), out=self.scratch).tanh_()
+        torch.sub(self.h_state[layer], new, out=self.out[layer]).mul_(update).add_(new)
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator, noise: torch.Tensor) -> torch.Tensor:
+    """(B, V) probabilities -> (B,) ids: what ``torch.multinomial(probs, 1, generator=generator)``
+    draws on the CPU (for one sample it takes argmax(p / q) with q ~ Exp(1) of p's shape), without
+    its checks, which finite softmax outputs always pass. ``noise``: a (B, V) float32 buffer."""
+    noise.exponential_(1, generator=generator)
+    torch.div(probs, noise, out=noise)
+    return noise.argmax(dim=-1)
