@@ -57,16 +57,31 @@ def test_fused_step_equals_the_module_bit_for_bit(arch, vocab, hidden, layers, e
         assert all(torch.equal(a, b) for a, b in zip(flat(state), flat(fused.state())))
 
 
-def test_the_projection_table_is_left_out_for_a_huge_vocabulary(monkeypatch):
-    monkeypatch.setattr(fused_step, "MAX_TABLE_BYTES", 0)
+@pytest.mark.parametrize("max_bytes, rows", [(0, 0), (3 * 4 * 4 * 48, 3), (10**9, 5)])
+def test_first_layer_rows_are_kept_up_to_the_cap_and_give_the_same_bits(monkeypatch, max_bytes, rows):
+    monkeypatch.setattr(fused_step, "MAX_TABLE_BYTES", max_bytes)
     model = rnn_model("lstm")
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
         _, state = model(torch.tensor([[5]]))
         fused = FusedRnnStep(model)
-        assert fused.table is None
+        fused.load_state(state)
+        for token in [7, 8, 7, 9, 10, 11, 7, 11]:   # 5 distinct ids, some seen again
+            logits, state = model(torch.tensor([[token]]), state)
+            assert torch.equal(fused.step(token), logits[:, -1, :])
+        assert len(fused.table) == rows
+
+
+def test_banned_ids_are_minus_infinity_and_the_rest_unchanged():
+    model = rnn_model("gru")
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        _, state = model(torch.tensor([[5]]))
+        fused = FusedRnnStep(model, banned_ids=(0, 3))
         fused.load_state(state)
         logits, _ = model(torch.tensor([[7]]), state)
-        assert torch.equal(fused.step(7), logits[:, -1, :])
+        got = fused.step(7)
+        assert torch.isneginf(got[0, [0, 3]]).all()
+        keep = [i for i in range(40) if i not in (0, 3)]
+        assert torch.equal(got[0, keep], logits[0, -1, keep])
 
 
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
@@ -110,3 +125,12 @@ def test_only_plain_models_on_the_cpu_get_the_fused_step():
         hook.remove()
     assert not fused_step_supported(rnn_model("lstm").double())
     assert sampling._fused_step(model, 2) is None and sampling._fused_step(model, 1) is not None
+
+
+def test_broken_weights_take_the_checked_path_and_get_the_clear_error():
+    model = rnn_model("lstm")
+    with torch.no_grad():
+        model.rnn.weight_hh_l1[3, 4] = float("nan")
+    assert not fused_step_supported(model)
+    with pytest.raises(tg.TextgenError, match="not a finite number"):
+        list(sample_ids(model, [1, 2, 3], SamplingOptions(length=20, seed=0)))

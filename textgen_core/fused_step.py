@@ -5,10 +5,11 @@ as long again in per-op overhead: torch.lstm's argument handling, stacking the l
 checks and the draw of ``torch.multinomial`` (about 14 small ops). ``FusedRnnStep`` keeps what a
 step needs in preallocated buffers and calls exactly the kernels ATen's CPU cell calls, in the same
 order on the same shapes, so its logits are bit for bit those of ``torch.lstm``/``torch.gru`` (a test
-checks it). Two things are precomputed once per model:
-  * the first layer's input projection of every token id (a vocabulary of V ids is V rows of 4H), made
-    with the same one-row ``addmm`` a step makes, so a step looks its row up instead of reading the
-    (4H x E) matrix: one of the four products gone;
+checks it). What it keeps:
+  * the first layer's input projection of each token id once it has come (a row of 4H), made with the
+    same one-row ``addmm`` a step makes, so a step looks its row up instead of reading the (4H x E)
+    matrix: one of the four products gone once the ids repeat;
+  * the head's bias with -inf at the ids never to be generated, instead of masking every step;
   * the transposed weights as views, the bias tensors, the state and gate buffers.
 
 ``draw`` replaces ``torch.multinomial(probs, 1)`` with the ops multinomial runs for one sample
@@ -23,8 +24,8 @@ import torch
 
 from .models.base import LanguageModel
 
-# Above this many ids the first layer's projection table would be larger than its weights are worth
-# skipping (a 32k-piece vocabulary at 4 x 1024 floats is 512 MB): the step then multiplies as usual.
+# The first layer's projections kept for the ids seen, at most this many bytes of them (a 32k-piece
+# vocabulary at 4 x 1024 floats would be 512 MB): ids beyond it are multiplied at every step.
 MAX_TABLE_BYTES = 64_000_000
 
 
@@ -39,14 +40,25 @@ def fused_step_supported(model: LanguageModel) -> bool:
     return (type(embed) is torch.nn.Embedding and embed.max_norm is None and type(head) is torch.nn.Linear
             and type(rnn) in (torch.nn.GRU, torch.nn.LSTM) and not rnn.bidirectional and rnn.batch_first
             and not getattr(rnn, "proj_size", 0) and rnn.bias and head.bias is not None
-            and all(p.dtype == torch.float32 for p in model.parameters()))
+            and all(p.dtype == torch.float32 for p in model.parameters()) and _bounded(model))
+
+
+# Weights below this in magnitude keep every step finite: the hidden states of a GRU/LSTM stay in
+# [-1, 1] (an LSTM's cell grows by at most 1 a step), so no product of a row can overflow, and the
+# step needs no check of its logits (the sampler checks the prompt's and every unfused step's).
+MAX_WEIGHT = 1e15
+
+
+def _bounded(model: LanguageModel) -> bool:
+    with torch.no_grad():
+        return all(bool(p.abs().max() < MAX_WEIGHT) for p in model.parameters() if p.numel())
 
 
 class FusedRnnStep:
     """``step(token_id) -> (1, V) logits`` with the state carried inside; ``load_state`` takes the
     state a full forward pass returned ((L, 1, H) tensors, as ``torch.lstm``/``torch.gru`` give)."""
 
-    def __init__(self, model: LanguageModel) -> None:
+    def __init__(self, model: LanguageModel, banned_ids: tuple[int, ...] = ()) -> None:
         if not fused_step_supported(model):
             raise ValueError("the fused step needs a plain GRU/LSTM model in eval mode on the CPU")
         rnn, head = model.rnn, model.head
@@ -58,12 +70,14 @@ class FusedRnnStep:
         self.b_ih = [getattr(rnn, f"bias_ih_l{i}").detach() for i in range(self.layers)]
         self.b_hh = [getattr(rnn, f"bias_hh_l{i}").detach() for i in range(self.layers)]
         self.head_w, self.head_b = head.weight.detach().t(), head.bias.detach()          # (H, V), (V,)
+        if banned_ids:   # -inf in the bias makes those logits -inf, as masking them would; the rest unchanged
+            self.head_b = self.head_b.clone()
+            self.head_b[list(banned_ids)] = float("-inf")
         self.embedding = model.embed.weight.detach()                                       # (V, E)
-        vocab = self.embedding.shape[0]
-        self.table: Optional[torch.Tensor] = None
-        if vocab * gates * 4 <= MAX_TABLE_BYTES:
-            # one id at a time: the exact one-row product a step would make for that id
-            self.table = torch.cat([torch.addmm(self.b_ih[0], self._embed(v), self.w_ih[0]) for v in range(vocab)])
+        # the first layer's projection of each id, made when the id first comes (a row costs what the
+        # step's product would) and kept, up to MAX_TABLE_BYTES
+        self.table: dict[int, torch.Tensor] = {}
+        self.max_rows = MAX_TABLE_BYTES // (4 * gates)
         # MKL's product of a row can round differently with the row's memory alignment, so every
         # operand lives where ATen's has it: the state as (L, 1, H) with each layer's row a view at
         # offset l*H (ATen unbinds hx so), and each layer's new hidden state (the next layer's input
@@ -92,10 +106,15 @@ class FusedRnnStep:
         return (self.h_state.clone(), self.c_state.clone()) if self.lstm else self.h_state.clone()
 
     def _input_projection(self, layer: int, token_id: int) -> torch.Tensor:
-        if layer == 0 and self.table is not None:
-            return self.table[token_id:token_id + 1]
-        below = self._embed(token_id) if layer == 0 else self.out[layer - 1]
-        return torch.addmm(self.b_ih[layer], below, self.w_ih[layer], out=self.x_proj)
+        if layer == 0:
+            row = self.table.get(token_id)
+            if row is None:
+                # the exact one-row product the step would make for this id (the same bits each time)
+                row = torch.addmm(self.b_ih[0], self._embed(token_id), self.w_ih[0])
+                if len(self.table) < self.max_rows:
+                    self.table[token_id] = row
+            return row
+        return torch.addmm(self.b_ih[layer], self.out[layer - 1], self.w_ih[layer], out=self.x_proj)
 
     def step(self, token_id: int) -> torch.Tensor:
         """Feed one token; the (1, V) logits of the next (a buffer, overwritten by the next step)."""

@@ -379,25 +379,41 @@ def read_prompt(model: LanguageModel, forward, prompt_ids: list[int], batch: int
 
 
 def _fused_step(model: LanguageModel, batch: int):
-    """A ``FusedRnnStep`` for one sample of a plain GRU/LSTM on the CPU, else None."""
+    """``FusedRnnStep`` for one sample of a plain GRU/LSTM on the CPU, else None."""
     from .fused_step import FusedRnnStep, fused_step_supported
 
     if batch != 1 or not fused_step_supported(model):
         return None
-    return FusedRnnStep(model)
+    return FusedRnnStep
 
 
-def _sample_fused(fused, last: torch.Tensor, state, options: SamplingOptions,
-                  banned: Optional[torch.Tensor], generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """``sample_ids``'s loop for one sample through ``fused`` (its logits are the module's bit for bit,
-    so the ids are too), each step on one thread."""
+def _fast_picker(options: SamplingOptions, generator: torch.Generator, vocab: int):
+    """``pick_next`` for (1, V) float32 CPU logits, with its buffers made once: the same ids."""
+    if options.temperature == 0 or options.top_k is not None or active_top_p(options) is not None:
+        return lambda logits: pick_next(logits, options, generator)
+    from .fused_step import draw
+
+    temperature, scaled, noise = options.temperature, torch.empty(1, vocab), torch.empty(1, vocab)
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:   # next_token_probs without filters, then the draw
+        return draw(torch.softmax(torch.div(logits, temperature, out=scaled), dim=-1), generator, noise)
+
+    return pick
+
+
+def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, options: SamplingOptions,
+                  banned_ids: tuple[int, ...], generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``sample_ids``'s loop for one sample through a ``FusedRnnStep`` (its logits are the module's bit
+    for bit, so the ids are too), each step on one thread."""
+    fused = make_step(model, banned_ids)
     fused.load_state(state)
-    noise = torch.empty_like(last, dtype=torch.float32)
+    if banned_ids:   # the prompt's logits; the step's own carry -inf there already
+        last = last.clone()
+        last[:, list(banned_ids)] = float("-inf")
+    pick = _fast_picker(options, generator, last.shape[-1])
     threads = torch.get_num_threads()
     for step in range(options.length):
-        if banned is not None:
-            last = last.masked_fill_(banned, float("-inf"))
-        next_ids = pick_next(last, options, generator, noise)                    # (1,)
+        next_ids = pick(last)                                                    # (1,)
         yield next_ids
         if step + 1 < options.length:
             if threads > 1:   # one thread for the step only: code between steps keeps its threads
@@ -407,8 +423,7 @@ def _sample_fused(fused, last: torch.Tensor, state, options: SamplingOptions,
                 finally:
                     torch.set_num_threads(threads)
             else:
-                last = fused.step(int(next_ids))
-            check_finite(last)
+                last = fused.step(int(next_ids))   # finite by construction (fused_step.MAX_WEIGHT)
 
 
 @torch.inference_mode()
@@ -458,9 +473,10 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
                     finally:
                         chunked.lock.release()
                     return
-            fused = _fused_step(model, options.num_samples)
-            if fused is not None:   # batch 1 of a GRU/LSTM on the CPU: the same ids, fewer ops
-                yield from _sample_fused(fused, last, state, options, banned, generator)
+            make_step = _fused_step(model, options.num_samples)
+            if make_step is not None:   # batch 1 of a GRU/LSTM on the CPU: the same ids, fewer ops
+                banned_list = tuple(banned_ids) if banned is not None else ()
+                yield from _sample_fused(make_step, model, last, state, options, banned_list, generator)
                 return
             for step in range(options.length):
                 if banned is not None:
