@@ -18,8 +18,6 @@ out the validity checks that finite probabilities always pass: the same ids.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from .models.base import LanguageModel
