@@ -7,11 +7,11 @@ for ``RunSettings`` and training keys for ``TrainConfig``. ``recommended_run_set
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import torch
 
-from .devices import bf16_supported
+from .devices import bf16_supported, cpu_summary
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -31,16 +31,29 @@ GPU_DEFAULTS: dict = dict(arch="lstm", preset="large", hidden=768, layers=3, dro
 MODEL_KEYS = ("arch", "preset", "hidden", "layers", "dropout")
 
 
-def recommended_settings(device: str = "auto") -> dict:
-    """Settings for ``device`` ("auto", "cpu" or "cuda"): a new dict each call."""
+def defaults_for(device: str = "auto") -> tuple[dict, str]:
+    """The recommended settings for ``device`` ("auto", "cpu" or "cuda"), chosen from what the device
+    can do (for a CPU: whether it has bf16 units), and one line saying which defaults and why. The
+    CLI, the app and the recipes all start from this."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
-        return dict(GPU_DEFAULTS)
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "a GPU"
+        return dict(GPU_DEFAULTS), (f"GPU defaults on {name}: LSTM 768x3 with dropout 0.6, batch 128 x 256, "
+                                    "bf16, a minute (the best of 15 candidates in 60 s on an H100)")
     settings = dict(CPU_DEFAULTS)
-    if settings["precision"] == "bf16" and not bf16_supported("cpu"):
+    if bf16_supported("cpu"):
+        why = "it has bf16 units, so bf16 autocast, which trains this LSTM faster than fp32 there"
+    else:
         settings["precision"] = "fp32"
-    return settings
+        why = "it has no bf16 units (bf16 would be emulated, slower than fp32), so fp32"
+    return settings, (f"CPU defaults for {cpu_summary()}: {why}; LSTM 256x2, batch 32 x 64, one thread "
+                      "(measured faster than two on 2 cores)")
+
+
+def recommended_settings(device: str = "auto") -> dict:
+    """Settings for ``device`` ("auto", "cpu" or "cuda"): a new dict each call (``defaults_for``)."""
+    return defaults_for(device)[0]
 
 
 def recommended_run_settings(device: str = "auto", **overrides):
@@ -55,3 +68,57 @@ def recommended_run_settings(device: str = "auto", **overrides):
     train_fields = {f.name for f in fields(TrainConfig)}
     train = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
     return RunSettings(**{k: v for k, v in values.items() if k not in train_fields}, train=train)
+
+
+# --- settings proposed for a corpus -------------------------------------------------------------------
+@dataclass
+class Proposal:
+    """Settings for a corpus on a device, with a line for each choice saying why."""
+    settings: dict                    # RunSettings and TrainConfig keys, as recommended_settings gives
+    reasons: list[str]
+    epochs: float                     # what the budget means for this corpus (an estimate for time budgets)
+
+
+# Measured on the 2-core CPU (BENCHMARKS.md, "Proposed settings"): the trainer's steps a second at
+# the batch shapes proposed below. Used only to say what a time budget means in epochs.
+CPU_STEPS_PER_S = {"tiny": 90.0, "small": 8.5}
+SHORT_TEXT_CHARS = 50_000      # below: a tiny model, small batches, strong regularisation
+MEDIUM_TEXT_CHARS = 500_000    # below: the CPU model with more dropout and early stopping
+
+
+def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
+    """Settings that suit a corpus of ``corpus_chars`` characters on ``device``, with a reason for each
+    choice: a short text gets a tiny, strongly regularised model, small batches, frequent evaluations
+    and early stopping, so that it stops at its best validation loss; a long one gets the measured
+    defaults of the device and its whole budget."""
+    values, device_reason = defaults_for(device)
+    on_gpu = "GPU" in device_reason.split(":", 1)[0]
+    reasons = [device_reason]
+    chars = max(1, int(corpus_chars))
+    if not on_gpu:
+        if chars < SHORT_TEXT_CHARS:
+            values.update(preset="tiny", dropout=0.3, weight_decay=0.1, batch_size=16, seq_len=32,
+                          max_minutes=2.0, patience=4)
+            reasons.append(f"a short text ({chars:,} characters): a tiny LSTM with "
+                           "dropout 0.3 and batches of 16 x 32, which learns it without memorising it at once")
+        elif chars < MEDIUM_TEXT_CHARS:
+            values.update(dropout=0.2, max_minutes=4.0, patience=5)
+            reasons.append(f"a text of {chars:,} characters: the CPU model with dropout 0.2 and 4 minutes")
+        else:
+            reasons.append(f"a text of {chars:,} characters: the CPU defaults, the whole budget used")
+    train_chars = chars * 0.9
+    tokens_per_step = values["batch_size"] * values["seq_len"]
+    epoch_steps = max(1.0, train_chars / tokens_per_step)
+    rate = None if on_gpu else CPU_STEPS_PER_S.get(values.get("preset", "small"), CPU_STEPS_PER_S["small"])
+    budget_steps = rate * 60 * values["max_minutes"] if rate else None
+    if budget_steps:
+        # every two epochs, but at least 12 evaluations in the budget (a curve to read; each costs a pass over
+        # the validation text), and never more often than every 10 steps
+        every = min(2 * epoch_steps, budget_steps / 12, values["eval_every"])
+        values["eval_every"] = int(max(10, round(every, -1)))
+    if values.get("patience"):
+        reasons.append(f"early stopping after {values['patience']} evaluations without a better validation loss")
+    reasons.append(f"an evaluation every {values['eval_every']} steps ({values['eval_every'] / epoch_steps:.2g} "
+                   "epochs of this text)")
+    epochs = (budget_steps / epoch_steps) if budget_steps else (values["max_minutes"] * 60 * 20 / epoch_steps)
+    return Proposal(values, reasons, epochs)

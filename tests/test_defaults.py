@@ -1,0 +1,48 @@
+"""The defaults follow what the device can do, and the proposal for a corpus follows its size."""
+from __future__ import annotations
+
+import pytest
+
+from textgen_core import defaults
+from textgen_core.defaults import defaults_for, propose_settings, recommended_run_settings
+
+
+@pytest.mark.parametrize("has_bf16, precision, words", [(True, "bf16", "has bf16 units"),
+                                                        (False, "fp32", "no bf16 units")])
+def test_cpu_defaults_follow_the_cpus_bf16_units(monkeypatch, has_bf16, precision, words):
+    monkeypatch.setattr(defaults, "bf16_supported", lambda device: has_bf16)
+    monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some CPU (avx2 fma)")
+    settings, reason = defaults_for("cpu")
+    assert settings["precision"] == precision
+    assert reason.startswith("CPU defaults for Some CPU (avx2 fma): ") and words in reason
+    assert recommended_run_settings("cpu").train.precision == precision
+    assert propose_settings(1_000_000, "cpu").reasons[0] == reason
+
+
+def test_defaults_are_a_new_dict_each_call():
+    first, _ = defaults_for("cpu")
+    first["lr"] = 123.0
+    assert defaults_for("cpu")[0]["lr"] != 123.0
+
+
+@pytest.mark.parametrize("chars", [4_000, 100_000, 1_000_000])
+def test_proposals_evaluate_often_enough_and_stop_a_short_text_early(chars):
+    proposal = propose_settings(chars, "cpu")
+    values = proposal.settings
+    steps = defaults.CPU_STEPS_PER_S[values["preset"]] * 60 * values["max_minutes"]
+    assert steps / values["eval_every"] >= 12                 # a curve with at least 12 points
+    assert values["eval_every"] >= 10
+    epoch_steps = 0.9 * chars / (values["batch_size"] * values["seq_len"])
+    assert proposal.epochs == pytest.approx(steps / epoch_steps)
+    if chars < defaults.SHORT_TEXT_CHARS:
+        assert values["preset"] == "tiny" and values["patience"] and values["dropout"] >= 0.3
+        assert values["max_minutes"] <= 2
+    elif chars >= defaults.MEDIUM_TEXT_CHARS:
+        assert not values.get("patience") and values["preset"] == defaults.CPU_DEFAULTS["preset"]
+    assert any("evaluation every" in reason for reason in proposal.reasons)
+
+
+def test_a_proposal_is_valid_settings():
+    for chars in (1, 4_000, 10**9):
+        values = propose_settings(chars, "cpu").settings
+        recommended_run_settings("cpu", **values).train.validated()
