@@ -20,7 +20,8 @@ st.set_page_config(page_title="Text generation playground", page_icon=":material
 ss = state.init()
 
 pages = [
-    st.Page("pages/corpus.py", title="Corpus", icon=":material/description:", default=True),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/corpus.py", title="Corpus", icon=":material/description:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/recipes.py", title="Recipes", icon=":material/menu_book:"),
@@ -29,7 +30,8 @@ pages = [
     st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
 ]
-page = st.navigation(pages)
+# The sidebar draws its own links, so that the title comes first and every link keeps the workspace.
+page = st.navigation(pages, position="hidden")
 
 
 def sidebar_jobs(snaps) -> None:
@@ -44,6 +46,10 @@ def sidebar_jobs(snaps) -> None:
 
 with st.sidebar:
     st.markdown("### Text generation playground")
+    with st.container(key="nav", gap=None):
+        for link in pages:
+            st.page_link(link, query_params=state.address())
+    st.divider()
     corpus = state.corpus()
     if corpus is None:
         st.caption("No corpus yet: upload a text on **Corpus**.")
@@ -53,7 +59,7 @@ with st.sidebar:
     # job of the workspace (another tab's too) the sidebar polls, slowly: the heartbeat keeps it alive
     # and the page learns when it ends.
     active = state.active_jobs()
-    polled_by_page = {"train": [ss.train_job], "compare": ss.compare_jobs,
+    polled_by_page = {"": active, "train": [ss.train_job], "compare": ss.compare_jobs,
                       "recipes": ss.get("recipe_jobs", [])}.get(page.url_path, [])
     if all(job in polled_by_page for job in active):
         sidebar_jobs([job.snapshot() for job in active])

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from common import ROOT, find_corpus, machine
 
-from textgen_core.defaults import recommended_settings
+from textgen_core import TrainConfig, read_text
+from textgen_core.defaults import propose_settings
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -35,10 +36,12 @@ ENV = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", HF_HUB_OFFLINE="1")  # the app
 
 
 def cli_run(corpus: Path, out: Path, steps: int) -> float:
-    best = recommended_settings("cpu")  # what the Train page starts with on the CPU
+    # what the Train page proposes for this corpus on the CPU (its patience is set to 0 there, see app_run)
+    best = propose_settings(read_text(corpus.read_bytes(), corpus.name).stats.chars, "cpu").settings
     subprocess.run([sys.executable, "-m", "textgen_core", "train", str(corpus), "--out", str(out),
                     "--model", best["arch"], "--preset", best["preset"], "--dropout", str(best["dropout"]),
                     "--batch-size", str(best["batch_size"]), "--seq-len", str(best["seq_len"]),
+                    "--weight-decay", str(best.get("weight_decay", TrainConfig.weight_decay)),
                     "--lr", str(best["lr"]), "--precision", best["precision"], "--max-steps", str(steps),
                     "--eval-every", str(best["eval_every"]), "--device", "cpu",
                     *(["--cpu-threads", str(best["cpu_threads"])] if best.get("cpu_threads") else [])],
@@ -70,15 +73,17 @@ def app_run(browser, url: str, corpus: Path, runs: Path, steps: int, keep_open: 
     (the job runs on in the server), which separates the cost of the open page from the server's."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(url)  # a new session each time
+    page.goto(f"{url}/corpus")  # a new session each time
     page.locator("input[type=file]").set_input_files(str(corpus))
     page.get_by_text("distinct characters").wait_for()
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Train", exact=True).click()
+    page.get_by_test_id("stSidebar").get_by_role("link", name="Train", exact=True).click()
     page.get_by_role("heading", name="Train", exact=True).wait_for()
-    box = page.get_by_label("Budget (steps)", exact=True)
-    box.fill(str(steps))
-    box.press("Enter")
-    page.wait_for_timeout(1000)
+    page.get_by_test_id("stRadio").filter(has_text="Budget in").get_by_text("steps", exact=True).click()
+    for label, value in (("Patience (evaluations)", 0), ("Budget (steps)", steps)):   # the same run as the CLI's
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Enter")
+        page.wait_for_timeout(1000)
     before = set(runs.glob("*/*/run.json"))
     page.get_by_role("button", name="Start").click()
     if keep_open:
@@ -124,7 +129,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
-    best = recommended_settings("cpu")
+    best = propose_settings(read_text(corpus.read_bytes(), corpus.name).stats.chars, "cpu").settings
     tokens = args.steps * best["batch_size"] * best["seq_len"]
     result = {
         "benchmark": "app_overhead", "machine": machine(), "steps": args.steps, "settings": best,

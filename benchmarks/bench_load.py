@@ -142,7 +142,7 @@ async def settle(page, ms: int = 300) -> None:
 
 
 async def go(page, name: str) -> None:
-    await page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
+    await page.get_by_test_id("stSidebar").get_by_role("link", name=name, exact=True).click()
     await page.get_by_role("heading", name=name, exact=True).wait_for()
     await settle(page)
 
@@ -197,7 +197,7 @@ async def session(index: int, browser, url: str, corpus: Path, steps: int, start
     page.set_default_timeout(60_000)
     try:
         clock = time.perf_counter()
-        await page.goto(url)
+        await page.goto(f"{url}/corpus")
         await page.get_by_role("heading", name="Corpus").wait_for()
         await page.locator("input[type=file]").set_input_files(str(corpus))
         await page.get_by_text("distinct characters").wait_for()

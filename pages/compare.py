@@ -1,17 +1,23 @@
 """Compare: 2-4 configurations on the same corpus and budget, trained one after another; overlaid
 validation curves, a results table, and samples side by side with the same prompt and seed."""
+from typing import Optional
+
 import streamlit as st
 
 from textgen_core import (ARCHITECTURES, PRESETS, TOKENIZER_KINDS, RunSettings, SamplingOptions, TextgenError,
                           TrainConfig)
 from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
+from textgen_core.models import ModelConfig
 from textgen_core.registry import get_registry
 from textgen_core.sampling import MAX_PROMPT_CHARS
-from ui import runs, state
+from ui import compare, runs, state
+from ui import proposal as proposals
 from ui.charts import compare_figure, mean_tokens_per_s
 from ui.checks import field_problems, refusal, show_problems
-from ui.live import live, progress_text
+from ui.explain import HELP, preset_label
+from ui.live import live
+from ui.progress import progress_text
 from ui.sampling import show_text, stream_into, tokens_for_chars
 from ui.text import MISSING, escape_markdown
 
@@ -23,78 +29,104 @@ REASONS = {"max_steps": "step budget", "epochs": "epoch budget", "time": "time b
 st.title("Compare")
 corpus = state.corpus()
 kind, vocab, val_fraction = state.tokenizer_settings()
+device = state.device_options()[0]
+# Starting values proposed for this corpus (as on the Train page); a budget of 600 steps with an
+# evaluation every 50 gives every curve 12 points. Values the user changed stay (ui/proposal.py).
+proposal = proposals.propose(corpus, device)
+rate = proposals.steps_per_s(proposal, corpus.stats.chars if corpus is not None else 0)
+values = proposal.settings
+proposals.follow("_cmp_proposal", proposals.key_of(corpus, device), {
+    "cmp_steps": compare.DEFAULT_STEPS, "cmp_minutes": 1.0,
+    "cmp_eval_every": compare.eval_every_for(compare.DEFAULT_STEPS),
+    "cmp_batch": int(values["batch_size"]), "cmp_seq_len": int(values["seq_len"]),
+    **{f"cmp_preset_{i}": values["preset"] for i in range(4)}, **{f"cmp_lr_{i}": float(values["lr"]) for i in range(4)},
+    **{f"cmp_dropout_{i}": float(values.get("dropout", 0.1)) for i in range(4)}})
 if corpus is None:
     st.info("No corpus yet: upload a text on the Corpus page, then compare architectures on it.",
             icon=":material/upload_file:")
     st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
 else:
     st.caption(f"Same corpus (**{escape_markdown(corpus.name)}**), budget, seed and validation text for every "
-               "configuration. They train one after another, so each gets the whole machine and the timings "
-               "compare.")
+               "configuration. They train one after another; the results say whether other trainings of this "
+               "server ran at the same time (then the timings do not compare).")
+
+
+
+def vocab_of(tokenizer: str) -> tuple[Optional[int], int]:
+    """A tokenizer's vocabulary setting (as on the Corpus page) and the size it will have on this corpus."""
+    tok_vocab = ss.get(*state.VOCAB_KEYS[tokenizer]) if tokenizer in state.VOCAB_KEYS else None
+    return tok_vocab, state.vocab_estimate(corpus, tok_vocab)
+
 
 count = st.radio("Configurations", (2, 3, 4), horizontal=True, key="cmp_count", persist_state="session",
                  help="How many models to train and compare.")
-configs = []
+columns = []
 for i, column in enumerate(st.columns(count)):
     with column.container(border=True):
         st.markdown(f"**Configuration {i + 1}**")
         arch = st.selectbox("Architecture", ARCHITECTURES, index=i % len(ARCHITECTURES), key=f"cmp_arch_{i}",
-                            persist_state="session", format_func=ARCH_NAMES.get,
-                            help="The kind of network that learns the text.")
+                            persist_state="session", format_func=ARCH_NAMES.get, help=HELP["arch"])
         tok = st.selectbox("Tokenizer", TOKENIZER_KINDS, index=TOKENIZER_KINDS.index(kind), key=f"cmp_tok_{i}",
-                           persist_state="session", help="How the text is split into tokens (vocabulary sizes "
-                                                         "as on the Corpus page).")
-        preset = st.selectbox("Size", PRESETS, index=1, key=f"cmp_preset_{i}", persist_state="session",
-                              help="The size preset: embedding, hidden and layers together.")
-        configs.append((arch, tok, preset))
+                           persist_state="session", help=HELP["tokenizer"])
+        preset = st.selectbox("Size", PRESETS, key=f"cmp_preset_{i}", persist_state="session", help=HELP["preset"],
+                              format_func=lambda name, a=arch, v=vocab_of(tok)[1]: preset_label(a, name, v))
+        if ss.get(f"_cmp_sizes_{i}") != (arch, preset):   # a new architecture or size: its preset's hidden
+            ss[f"cmp_hidden_{i}"] = ModelConfig.from_preset(arch, preset, 2).hidden
+            ss[f"_cmp_sizes_{i}"] = (arch, preset)
+        c1, c2, c3 = st.columns(3)
+        hidden = c1.number_input("Hidden", step=32, key=f"cmp_hidden_{i}", persist_state="session",
+                                 help=HELP["hidden"])
+        lr = c2.number_input("Learning rate", format="%.4f", step=5e-4, key=f"cmp_lr_{i}", persist_state="session",
+                             help=HELP["lr"])
+        dropout = c3.number_input("Dropout", format="%.2f", step=0.05, key=f"cmp_dropout_{i}",
+                                  persist_state="session", help=HELP["dropout"])
+        columns.append(compare.Column(arch, tok, preset, int(hidden), float(lr), float(dropout)))
 
 # Number fields have no widget bounds: the engine's validators check them below and name a bad one.
-c = st.columns(6)
+c = st.columns(5)
 budget_kind = c[0].radio("Budget in", ("steps", "minutes"), key="cmp_budget_kind", persist_state="session",
-                         help="Give every configuration the same steps, or the same minutes.")
+                         help=HELP["compare_budget"], on_change=compare.follow_budget, args=(rate,))
 if budget_kind == "steps":
-    budget = c[1].number_input("Steps each", value=300, step=50, key="cmp_steps", persist_state="session",
-                               help="Optimizer steps per configuration.")
+    budget = c[1].number_input("Steps each", step=50, key="cmp_steps", persist_state="session",
+                               on_change=compare.follow_budget, args=(rate,),
+                               help="Updates per configuration; evaluate-every follows it (a twelfth).")
 else:
-    budget = c[1].number_input("Minutes each", value=1.0, step=0.5, key="cmp_minutes", persist_state="session",
-                               help="Training minutes per configuration.")
-batch = c[2].number_input("Batch size", value=32, key="cmp_batch", persist_state="session",
-                          help="Windows of text per optimizer step.")
-seq_len = c[3].number_input("Sequence length", value=128, key="cmp_seq_len", persist_state="session",
-                            help="Tokens per window: how far back the gradient reaches.")
-lr = c[4].number_input("Learning rate", value=3e-3, format="%.4f", step=5e-4, key="cmp_lr",
-                       persist_state="session", help="AdamW's peak learning rate (warm-up, then cosine decay).")
-eval_every = c[5].number_input("Evaluate every", value=50, key="cmp_eval_every", persist_state="session",
-                               help="Steps between validation passes.")
+    budget = c[1].number_input("Minutes each", step=0.5, key="cmp_minutes", persist_state="session",
+                               on_change=compare.follow_budget, args=(rate,),
+                               help="Training minutes per configuration; evaluate-every follows it.")
+batch = c[2].number_input("Batch size", step=8, key="cmp_batch", persist_state="session", help=HELP["batch"])
+seq_len = c[3].number_input("Sequence length", step=16, key="cmp_seq_len", persist_state="session",
+                            help=HELP["seq_len"])
+eval_every = c[4].number_input("Evaluate every", step=10, key="cmp_eval_every", persist_state="session",
+                               help=HELP["eval_every"])
+st.caption(compare.points_text(budget_kind, float(budget), int(eval_every), rate))
 budget_field = "max_steps" if budget_kind == "steps" else "max_minutes"
 train_fields = {budget_field: (f"{budget_kind.capitalize()} each", int(budget) if budget_kind == "steps" else
                                float(budget)),
                 "batch_size": ("Batch size", int(batch)), "seq_len": ("Sequence length", int(seq_len)),
-                "lr": ("Learning rate", float(lr)), "eval_every": ("Evaluate every", int(eval_every))}
+                "eval_every": ("Evaluate every", int(eval_every))}
 
 
 def run_settings() -> list[tuple[str, RunSettings]]:
     """Each configuration's name and settings, checked (sizes, memory) before any job exists."""
-    runs, names = [], set()
+    runs = []
     values = {setting: value for setting, (_, value) in train_fields.items()}
-    for arch, tok, preset in configs:
-        name = f"{arch}-{preset}-{tok}"
-        name = name if name not in names else f"{name}-{len(names) + 1}"
-        names.add(name)
-        tok_vocab = ss.get(state.VOCAB_KEYS[tok][0], state.VOCAB_KEYS[tok][1]) if tok in state.VOCAB_KEYS else None
-        train = TrainConfig(**values, log_every=max(1, min(10, values["eval_every"])),
-                            device=state.device_options()[0]).validated()
-        settings = RunSettings(tokenizer=tok, vocab_size=tok_vocab, arch=arch, preset=preset,
+    for name, column in zip(compare.names(columns), columns):
+        tok_vocab, vocab_size = vocab_of(column.tokenizer)
+        train = TrainConfig(**values, lr=column.lr, log_every=max(1, min(10, values["eval_every"])),
+                            device=device).validated()
+        settings = RunSettings(tokenizer=column.tokenizer, vocab_size=tok_vocab, arch=column.arch,
+                               preset=column.preset, hidden=column.hidden, dropout=column.dropout,
                                val_fraction=val_fraction, train=train)
         # refused here, before any job starts, rather than as one failed column
-        check_memory(settings.model_config(state.vocab_estimate(corpus, tok_vocab)), train.batch_size,
-                     train.seq_len, train.device)
+        check_memory(settings.model_config(vocab_size), train.batch_size, train.seq_len, train.device)
         runs.append((name, settings))
     return runs
 
 
 # every bad field named with the engine's message; then each configuration's size and memory
-problems = field_problems(lambda **value: TrainConfig(**value).validated(), train_fields) or refusal(run_settings)
+problems = (field_problems(lambda **value: TrainConfig(**value).validated(), train_fields)
+            + compare.column_problems(columns, [vocab_of(c.tokenizer)[1] for c in columns])) or refusal(run_settings)
 show_problems(problems, "start")
 jobs = ss.compare_jobs
 running = any(job.active for job in jobs)
@@ -134,19 +166,25 @@ def draw(snaps) -> None:
     by_step.plotly_chart(compare_figure(snaps, "step"), key="cmp-steps", config={"displaylogo": False})
     by_time.plotly_chart(compare_figure(snaps, "elapsed"), key="cmp-time", config={"displaylogo": False})
     rows = []
-    for s in snaps:
-        rate = mean_tokens_per_s(s)
+    # the registry counts, for each run, the most other trainings of this server at the same time
+    others = [getattr(job, "most_others_running", None) for job in jobs]
+    for s, other in zip(snaps, others):
+        speed = mean_tokens_per_s(s)
         rows.append({
             "configuration": s.name, "status": s.status,
             "parameters": s.parameters, "training time (s)": round(s.elapsed, 1) if s.step else None,
-            "tokens/s": round(rate) if rate else None,
+            "tokens/s": round(speed) if speed else None,
             "best val loss (nats/token)": round(s.best["val_loss"], 4) if s.best else None,
             "best val bits/char": round(s.best["val_bpc"], 4) if s.best else None,
+            "evaluations": len(s.evals), "other trainings at once": other,
             "stopped at": f"step {s.step:,}: {REASONS.get(s.end.reason, s.end.reason)}" if s.end else s.message,
         })
     number = st.column_config.NumberColumn
     st.dataframe(rows, hide_index=True, placeholder=MISSING,  # a value a run does not have: a dash
                  column_config={"parameters": number(format="localized"), "tokens/s": number(format="localized")})
+    started = [other for s, other in zip(snaps, others) if s.status != "queued"]
+    if started:
+        st.caption(compare.timing_caption(started, finished=not any(s.active for s in snaps)))
 
 
 live(jobs, draw)

@@ -137,7 +137,7 @@ chips = "".join(
     for i, (piece, token_id) in enumerate(zip(pieces, ids)))
 st.markdown(
     "<style>.tok{display:inline-block;margin:2px;padding:1px 5px;border-radius:4px;font-family:monospace;"
-    "font-size:0.95em;white-space:pre}.tok0{background:#fde2c8}.tok1{background:#d4e6f7}</style>"
+    "font-size:0.95em;white-space:pre;color:#111}.tok0{background:#fde2c8}.tok1{background:#d4e6f7}</style>"
     f'<div class="tokens">{chips}</div>', unsafe_allow_html=True)
 per_token = len(line) / max(1, len(ids))
 st.markdown(f"**{len(line)} characters → {len(ids)} tokens** ({per_token:.2f} characters per token) · "

@@ -6,11 +6,26 @@ from textgen_core.sampling import MAX_PROMPT_CHARS
 from ui import state
 from ui.checks import field_problems, show_problems
 from ui.models import available_models, hub_load_form, model_summary
-from ui.sampling import show_text, stream_into
+from ui.sampling import generation_title, saved_results, show_text, stream_into
 from ui.text import escape_markdown
 
 ss = state.init()
 TEMPERATURES = [0.2, 0.5, 0.8, 1.0, 1.2, 1.5]
+EARLIER = 5   # earlier generations of the workspace shown under the current one
+
+
+def keep_generation(record: dict, stopped: bool = False) -> None:
+    """Make ``record`` the session's last generation and save it in the workspace."""
+    results = [(temperature, list(texts)) for temperature, texts in record["results"] if texts]
+    if results:
+        ss.generated = {"model": record["model"], "results": results, "stopped": stopped}
+        ss.generated["file"] = state.workspace().save_generation({**record, "results": results,
+                                                                  "stopped": stopped}).name
+
+
+interrupted = ss.pop("gen_running", None)
+if interrupted is not None:   # the last run ended inside a generation (Stop, or another widget)
+    keep_generation(interrupted, stopped=True)
 
 st.title("Generate")
 models = available_models()
@@ -45,8 +60,6 @@ except TextgenError as exc:
     st.stop()
 st.caption(model_summary(bundle))
 
-prompt = st.text_area("Prompt", "", height=80, max_chars=MAX_PROMPT_CHARS, key="gen_prompt", persist_state="session",
-                      placeholder="Leave empty to start from a new line", help="The text the model continues.")
 c = st.columns(4)
 length = c[0].slider("Length (tokens)", 10, 2000, 300, 10, key="gen_length", persist_state="session",
                      help="New tokens per sample.")
@@ -73,9 +86,14 @@ problems = field_problems(lambda **value: SamplingOptions(**value).validated(), 
     "num_samples": ("Samples", int(samples)), "seed": ("Seed", int(seed))})
 show_problems(problems, "generate")
 
-clicked = st.button("Generate", type="primary", icon=":material/auto_awesome:",
-                    disabled=not temperatures or bool(problems),
-                    help="Sample new text; it is kept in this workspace and shown again on the next visit.")
+with st.form("gen_form", border=False):   # Ctrl+Enter in the prompt generates
+    prompt = st.text_area("Prompt", "", height=80, max_chars=MAX_PROMPT_CHARS, key="gen_prompt",
+                          persist_state="session", placeholder="Leave empty to start from a new line",
+                          help="The text the model continues; Ctrl+Enter (⌘+Enter) generates.")
+    clicked = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:",
+                                    disabled=not temperatures or bool(problems),
+                                    help="Sample new text; it is kept in this workspace and shown again on the "
+                                         "next visit.")
 if not temperatures:
     st.caption("Choose at least one temperature.")
 
@@ -85,29 +103,48 @@ def slots(count: int) -> list:
 
 
 if clicked and temperatures and not problems:
-    results = []
+    stop = st.empty()   # any click reruns the page, which ends this run inside a redraw
+    stop.button("Stop", icon=":material/stop_circle:", key="gen_stop",
+                help="End the generation here; the text so far is kept.")
+    record = {"model": label, "results": [], "prompt": prompt, "length": int(length), "top_k": int(top_k) or None,
+              "top_p": float(top_p), "seed": int(seed)}
+    ss.gen_running = record   # filled as the text comes: a rerun that cuts the run short finds it here
     try:
         for column, temperature in zip(slots(len(temperatures)), temperatures):
             column.markdown(f"**temperature {temperature:g}**")
             options = SamplingOptions(length=int(length), temperature=float(temperature), top_k=int(top_k) or None,
                                       top_p=float(top_p) if top_p < 1 else None, num_samples=int(samples),
                                       seed=int(seed)).validated()
-            texts = stream_into([column.empty() for _ in range(options.num_samples)], bundle, prompt, options)
-            results.append((temperature, texts))
-        ss.generated = {"model": label, "results": results}
-        state.workspace().save_generation({**ss.generated, "prompt": prompt, "length": int(length),
-                                           "top_k": int(top_k) or None, "top_p": float(top_p), "seed": int(seed)})
+            so_far: list[str] = []
+            record["results"].append((temperature, so_far))
+            stream_into([column.empty() for _ in range(options.num_samples)], bundle, prompt, options, so_far)
+        keep_generation(ss.pop("gen_running"))
     except TextgenError as exc:
+        ss.pop("gen_running", None)
         st.error(escape_markdown(exc))
+    stop.empty()
 elif ss.generated and ss.generated["model"] == label:
     shown = ss.generated["results"]
     for column, (temperature, texts) in zip(slots(len(shown)), shown):
         column.markdown(f"**temperature {temperature:g}**")
         for text in texts:
             show_text(column.empty(), text)
+    if ss.generated.get("stopped"):
+        st.caption("Stopped before the end: this is the text made until then.")
 
 if ss.generated and ss.generated["model"] == label:
     parts = [f"# temperature {t:g}, sample {i + 1}\n{text}\n" for t, texts in ss.generated["results"]
              for i, text in enumerate(texts)]
     st.download_button("Download the text", "\n".join(parts), "generated.txt", mime="text/plain",
                        icon=":material/download:", on_click="ignore")
+
+shown_file = ss.generated.get("file") if ss.generated and ss.generated["model"] == label else None
+earlier = [g for g in state.workspace().generations(limit=EARLIER + 1) if g["file"] != shown_file][:EARLIER]
+if earlier:
+    with st.expander(f"Earlier generations in this workspace ({len(earlier)})", icon=":material/history:"):
+        for record in earlier:
+            st.markdown(generation_title(record))
+            for temperature, texts in saved_results(record):
+                for text in texts:
+                    st.caption(f"temperature {temperature:g}")
+                    show_text(st.empty(), text)

@@ -39,8 +39,11 @@ def app_env(tmp_path, monkeypatch):
         job.join(60)
 
 
-def new_app() -> AppTest:
-    return AppTest.from_file(APP, default_timeout=60).run()
+def new_app(page: str = "corpus") -> AppTest:
+    """A new session opened at ``pages/<page>.py`` (the app's own default is the home page)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page(f"pages/{page}.py")
+    return at.run()
 
 
 def upload(at: AppTest, data: bytes = SONG.encode(), name: str = "song.txt") -> AppTest:
@@ -49,9 +52,16 @@ def upload(at: AppTest, data: bytes = SONG.encode(), name: str = "song.txt") -> 
 
 
 def set_values(at: AppTest, **values) -> AppTest:
-    """Set widgets by key (number inputs, selectboxes, radios, sliders, toggles), then rerun."""
+    """Set widgets by key (number inputs, selectboxes, radios, sliders, toggles), then rerun. A widget
+    that an earlier value brings onto the page (``budget_steps`` after ``budget_kind="steps"``) is set
+    after a rerun."""
     for key, value in values.items():
-        at.get_by_key(key).set_value(value)
+        try:
+            widget = at.get_by_key(key)
+        except KeyError:
+            at.run()
+            widget = at.get_by_key(key)
+        widget.set_value(value)
     return at.run()
 
 
@@ -59,6 +69,14 @@ def click(at: AppTest, label: str) -> AppTest:
     matches = [b for b in at.button if b.label == label]
     assert matches, f"no button {label!r} among {[b.label for b in at.button]}"
     return matches[0].click().run()
+
+
+def press(at: AppTest, label: str, **values) -> AppTest:
+    """Set widgets by key and click the button ``label`` in the same run: the fields of a form (the
+    Generate prompt) count only when its submit button is pressed with them."""
+    for key, value in values.items():
+        at.get_by_key(key).set_value(value)
+    return click(at, label)
 
 
 def join(jobs, timeout: float = 120) -> None:
@@ -69,6 +87,12 @@ def join(jobs, timeout: float = 120) -> None:
 
 def texts(elements) -> list[str]:
     return [e.value for e in elements]
+
+
+def shown_texts(at: AppTest) -> list[str]:
+    """The page's code blocks outside its expanders (there the Generate page lists earlier generations)."""
+    inside = {id(code) for expander in at.expander for code in expander.code}
+    return [code.value for code in at.code if id(code) not in inside]
 
 
 def plain(markdown: str) -> str:

@@ -1,7 +1,8 @@
 """Generate page (AppTest): pick a model, generate with a prompt, several temperatures, download."""
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from app_support import (app_env, click, new_app, pretrained, set_values, texts,  # noqa: F401
+from app_support import (APP, app_env, click, new_app, press, pretrained, set_values, shown_texts, texts,  # noqa: F401
                          trained_folder)
 
 pytestmark = pytest.mark.app
@@ -22,8 +23,7 @@ def test_without_a_model_it_says_what_to_do(app_env):
 def test_generates_from_a_pretrained_model(pretrained):
     at = generate_page(new_app())
     assert at.selectbox(key="gen_model").value == "song-gru-tiny · pretrained"
-    at = set_values(at, gen_prompt="Home, home", gen_length=40, gen_samples=2, gen_seed=3)
-    at = click(at, "Generate")
+    at = press(at, "Generate", gen_prompt="Home, home", gen_length=40, gen_samples=2, gen_seed=3)
     assert not at.exception and not at.error
     first = texts(at.code)
     assert len(first) == 2 and all(t.startswith("Home, home") and len(t) > 30 for t in first)
@@ -31,7 +31,7 @@ def test_generates_from_a_pretrained_model(pretrained):
     (download,) = at.get("download_button")
     assert download.proto.label == "Download the text"
     at = click(at, "Generate")  # the same seed gives the same text
-    assert texts(at.code) == first
+    assert shown_texts(at) == first
 
 
 def test_several_temperatures_side_by_side(pretrained):
@@ -63,6 +63,48 @@ def test_loads_a_hub_repo_from_the_local_cache_and_picks_it(app_env, trained_fol
     at.run()
     assert not at.exception and not at.error
     assert at.selectbox(key="gen_model").value == "me/song · Hub"
-    at = set_values(at, gen_prompt="O bury", gen_length=20)
-    at = click(at, "Generate")
+    at = press(at, "Generate", gen_prompt="O bury", gen_length=20)
     assert texts(at.code)[0].startswith("O bury")
+
+
+def test_the_streamed_text_is_tg_generate_for_the_same_seed(pretrained):
+    import textgen_core as tg
+
+    at = press(set_values(generate_page(new_app()), gen_several=True, gen_length=60, gen_seed=7),
+               "Generate", gen_temperatures=[0.5, 1.2], gen_prompt="O bury")
+    assert not at.exception and not at.error
+    bundle = tg.load(pretrained)
+    assert shown_texts(at) == [tg.generate(bundle, "O bury", 60, t, seed=7)[0] for t in (0.5, 1.2)]
+
+
+def test_a_generation_cut_short_keeps_its_text(pretrained):
+    # A click during a generation reruns the page, which ends the run inside a redraw; what the
+    # stream had made by then is in the session, and the next run keeps it.
+    at = generate_page(new_app())
+    label = at.selectbox(key="gen_model").value
+    at.session_state["gen_running"] = {"model": label, "results": [(0.8, ["Home, ho"])], "prompt": "Home",
+                                       "length": 300, "top_k": None, "top_p": 1.0, "seed": 1}
+    at = at.run()
+    assert not at.exception
+    assert shown_texts(at) == ["Home, ho"]
+    assert "Stopped before the end: this is the text made until then." in texts(at.caption)
+    (saved,) = at.session_state["workspace"].generations()
+    assert saved["stopped"] is True and saved["results"] == [[0.8, ["Home, ho"]]]
+    assert "gen_running" not in at.session_state
+
+
+def test_the_last_generations_come_back_in_a_new_session(pretrained):
+    at = generate_page(new_app())
+    made = []
+    for seed in (1, 2, 3):
+        at = press(at, "Generate", gen_seed=seed, gen_length=20, gen_prompt=f"Home {seed}")
+        made.append(shown_texts(at)[0])
+    again = AppTest.from_file(APP, default_timeout=60)   # the same address in a new browser
+    again.query_params["w"] = at.session_state["owner"]
+    again = generate_page(again.run())
+    assert not again.exception
+    assert shown_texts(again) == [made[-1]]                  # the last one, as the current result
+    (earlier,) = [e for e in again.expander if e.label.startswith("Earlier generations")]
+    assert earlier.label == "Earlier generations in this workspace (2)"
+    assert [c.value for c in earlier.code] == [made[1], made[0]]   # newest first
+    assert all("song-gru-tiny · pretrained" in m.value for m in earlier.markdown)

@@ -24,6 +24,7 @@ from app_support import (  # noqa: F401
     new_app,
     plain,
     plotly_specs,
+    press,
     set_values,
     texts,
     tiny_settings,
@@ -31,7 +32,7 @@ from app_support import (  # noqa: F401
 )
 
 pytestmark = pytest.mark.app
-TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, budget_steps=30)
+TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budget_kind="steps", budget_steps=30)
 
 
 def page(at, name: str):
@@ -39,10 +40,13 @@ def page(at, name: str):
     return at.run()
 
 
-def reload(workspace_id: str) -> AppTest:
-    """The same address opened again: a new session with ``?w=<id>``."""
+def reload(workspace_id: str, name: str = "corpus") -> AppTest:
+    """The same address opened again: a new session with ``?w=<id>``, at ``pages/<name>.py`` (AppTest
+    draws the sidebar only for the app's default page, home)."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["w"] = workspace_id
+    if name != "home":
+        at.switch_page(f"pages/{name}.py")
     return at.run()
 
 
@@ -86,7 +90,7 @@ def test_the_address_keeps_the_workspace_and_a_reload_finds_corpus_choices_and_r
     assert traces["validation loss"]["x"] == [10, 20, 30]
     assert [d.proto.label for d in again.get("download_button")] == ["Download the model (.zip)"]
 
-    again = click(set_values(page(again, "generate"), gen_length=20, gen_prompt="Home"), "Generate")
+    again = press(page(again, "generate"), "Generate", gen_length=20, gen_prompt="Home")
     assert again.selectbox(key="gen_model").value.startswith("lstm-tiny-word · trained here at ")
     generated = texts(again.code)
     last = page(reload(workspace_id), "generate")   # the last generation comes back too
@@ -110,7 +114,7 @@ def test_a_reload_mid_training_shows_the_same_job_with_its_curve_and_stop_works(
     deadline = time.monotonic() + 60
     while len(job.snapshot().evals) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
-    again = reload(at.session_state["owner"])
+    again = reload(at.session_state["owner"], "home")
     assert "**Training:** 1 job of this workspace" in texts(again.sidebar.markdown)
     again = page(again, "train")
     assert again.session_state["train_job"] is job   # the live job, not a copy

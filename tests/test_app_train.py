@@ -7,7 +7,7 @@ from app_support import (PRAIRIE, app_env, click, join, new_app, plotly_specs, s
                          upload)
 
 pytestmark = pytest.mark.app
-TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, budget_steps=30)
+TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budget_kind="steps", budget_steps=30)
 
 
 def train_page(at):
@@ -119,13 +119,14 @@ def test_each_session_sees_only_its_own_jobs(app_env):
 
 def test_the_page_starts_from_the_devices_recommended_settings(app_env, monkeypatch):
     """On a GPU machine the page opens with the GPU's measured defaults (an explicit 768x3 LSTM with
-    weight decay 0.2); on a CPU with the CPU's (a preset)."""
-    from textgen_core.defaults import CPU_DEFAULTS, GPU_DEFAULTS
+    weight decay 0.2); on a CPU with those proposed for the corpus there (a preset)."""
+    from textgen_core.defaults import GPU_DEFAULTS, propose_settings
     from ui import state
 
     at = train_page(upload(new_app()))
-    assert not at.toggle(key="explicit_sizes").value and at.selectbox(key="preset").value == CPU_DEFAULTS["preset"]
-    assert at.number_input(key="weight_decay").value == pytest.approx(0.01)
+    cpu = propose_settings(at.session_state["corpus"].stats.chars, "cpu").settings
+    assert not at.toggle(key="explicit_sizes").value and at.selectbox(key="preset").value == cpu["preset"]
+    assert at.number_input(key="weight_decay").value == pytest.approx(cpu.get("weight_decay", 0.01))
     monkeypatch.setattr(state, "device_options", lambda: ["cuda", "cpu"])
     monkeypatch.setattr(state, "device_label", lambda device: device)   # no GPU to name here
     at = train_page(upload(new_app()))

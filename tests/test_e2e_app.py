@@ -4,6 +4,7 @@ Upload the lyrics corpus, train a few steps and see the plotly chart, generate t
 architectures, and look at the Models page; a screenshot of each page goes to test-output/e2e/.
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -77,7 +78,7 @@ def page(server):
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-        page.goto(server)
+        page.goto(f"{server}/corpus")
         yield page
         browser.close()
 
@@ -89,14 +90,22 @@ def settle(page, ms: int = 400) -> None:
 
 
 def go(page, name: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=name, exact=True).click()
+    page.get_by_test_id("stSidebar").get_by_role("link", name=name, exact=True).click()
     page.get_by_role("heading", name=name, exact=True).wait_for()
     settle(page)
 
 
 def choose(page, label: str, option: str, nth: int = 0) -> None:
+    """Pick ``option`` in a select box: its whole text, or the part before a colon (a size preset's
+    option goes on with its sizes and parameters)."""
     page.get_by_label(label, exact=True).nth(nth).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}(:|$)")).click()
+    settle(page)
+
+
+def pick(page, label: str, option: str) -> None:
+    """Click ``option`` of the radio buttons ``label``."""
+    page.get_by_test_id("stRadio").filter(has_text=label).get_by_text(option, exact=True).click()
     settle(page)
 
 
@@ -136,6 +145,7 @@ def test_train_shows_live_chart(page):
     choose(page, "Size preset", "tiny")
     fill(page, "Sequence length", 64)
     fill(page, "Evaluate every (steps)", 10)
+    pick(page, "Budget in", "steps")
     fill(page, "Budget (steps)", 40)
     page.get_by_role("button", name="Start").click()
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)  # drawn while training runs

@@ -81,7 +81,7 @@ def page(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
         page.goto(server)
-        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Inspect", exact=True).click()
+        page.get_by_test_id("stSidebar").get_by_role("link", name="Inspect", exact=True).click()
         page.get_by_role("heading", name="Inspect", exact=True).wait_for()
         settle(page)
         yield page

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_e2e_app import ARGS, CHROMIUM, LYRICS, choose, expect, fill, free_port, go, settle
+from test_e2e_app import ARGS, CHROMIUM, LYRICS, choose, expect, fill, free_port, go, pick, settle
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "test-output" / "e2e-workspace"
@@ -30,11 +30,12 @@ pytestmark = [
 ]
 
 
-def start_server(runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app.py` on a free port with its runs under ``runs``; waits until it answers."""
+def start_server(runs: Path, log: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` on a free port with its runs under ``runs`` (``settings``: more environment
+    variables, or other values of these); waits until it answers."""
     port = free_port()
-    env = dict(os.environ, TEXTGEN_RUNS_DIR=str(runs), TEXTGEN_PRETRAINED_DIR=str(runs.parent / "pretrained"),
-               HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")
+    env = {**os.environ, "TEXTGEN_RUNS_DIR": str(runs), "TEXTGEN_PRETRAINED_DIR": str(runs.parent / "pretrained"),
+           "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", **settings}
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -91,7 +92,7 @@ def workspace_of(page) -> str:
 
 def upload_and_set_up_training(page, url: str, corpus: Path, steps: int, every: int) -> str:
     """Open the app, upload ``corpus``, set a tiny model's training on the Train page; its workspace id."""
-    page.goto(url)
+    page.goto(f"{url}/corpus")
     page.get_by_role("heading", name="Corpus").wait_for()
     workspace = workspace_of(page)
     page.locator("input[type=file]").set_input_files(str(corpus))
@@ -101,6 +102,7 @@ def upload_and_set_up_training(page, url: str, corpus: Path, steps: int, every: 
     choose(page, "Size preset", "tiny")
     fill(page, "Sequence length", 64)
     fill(page, "Evaluate every (steps)", every)
+    pick(page, "Budget in", "steps")
     fill(page, "Budget (steps)", steps)
     return workspace
 
@@ -154,7 +156,7 @@ def test_reload_during_training_then_other_workspaces(server, browser, corpus):
 
     other = new_page(browser)   # another browser: another workspace, none of the first's runs
     other.goto(url)
-    other.get_by_role("heading", name="Corpus").wait_for()
+    other.get_by_role("heading", name="Welcome").wait_for()
     assert workspace_of(other) != workspace
     go(other, "Runs")
     expect(other.get_by_text("No runs in this workspace yet")).to_be_visible()

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_support import (APP, SONG, app_env, click, join, new_app, plain, pretrained, set_values,  # noqa: F401
+from app_support import (APP, SONG, app_env, click, join, new_app, plain, press, pretrained, set_values,  # noqa: F401
                          texts, tiny_settings, trained_folder, upload)
 from textgen_core import SamplingOptions, TextgenError, TrainConfig, read_text, sampling
 from textgen_core.models import ModelConfig
@@ -51,7 +51,7 @@ def test_train_settings_out_of_range_block_start_then_the_typed_values_train(app
     assert disabled(at, "Start") == [True] and at.session_state["train_job"] is None
     # values the engine takes (sequence length 1 too) start, and the job trains with exactly them
     at = set_values(at, embedding=16, hidden=32, layers=1, lr=0.004, batch=4, seq_len=1, eval_every=5,
-                    budget_steps=5)
+                    budget_kind="steps", budget_steps=5)
     assert not at.error and disabled(at, "Start") == [False]
     at = click(at, "Start")
     job = at.session_state["train_job"]
@@ -61,14 +61,19 @@ def test_train_settings_out_of_range_block_start_then_the_typed_values_train(app
 
 
 def test_compare_settings_out_of_range_block_start(app_env):
-    at = set_values(page(upload(new_app()), "compare"), cmp_batch=0, cmp_lr=50.0, cmp_steps=-1)
+    at = set_values(page(upload(new_app()), "compare"), cmp_batch=0, cmp_lr_1=50.0, cmp_steps=-1, cmp_hidden_0=0,
+                    cmp_dropout_1=1.5)
     assert not at.exception
     (error,) = texts(at.error)
     assert f"**Batch size**: {engine_message(lambda: TrainConfig(batch_size=0).validated())}" in error
-    assert f"**Learning rate**: {engine_message(lambda: TrainConfig(lr=50.0).validated())}" in error
+    assert (f"**Learning rate (configuration 2)**: {engine_message(lambda: TrainConfig(lr=50.0).validated())}"
+            in error)
     assert f"**Steps each**: {engine_message(lambda: TrainConfig(max_steps=-1).validated())}" in error
+    hidden = engine_message(lambda: ModelConfig(hidden=0, vocab_size=2).validated())
+    dropout = engine_message(lambda: ModelConfig(dropout=1.5, vocab_size=2).validated())
+    assert f"**Hidden (configuration 1)**: {hidden}" in error and f"**Dropout (configuration 2)**: {dropout}" in error
     assert disabled(at, "Start comparison") == [True]
-    at = set_values(at, cmp_batch=8, cmp_lr=0.003, cmp_steps=10)
+    at = set_values(at, cmp_batch=8, cmp_lr_1=0.003, cmp_steps=10, cmp_hidden_0=64, cmp_dropout_1=0.2)
     assert not at.error and disabled(at, "Start comparison") == [False]
 
 
@@ -146,7 +151,7 @@ def test_a_broken_run_json_never_breaks_models_or_generate(pretrained, info):
     at = page(at, "generate")
     assert not at.exception
     if not at.error:
-        at = click(set_values(at, gen_length=20, gen_prompt="Home"), "Generate")
+        at = press(at, "Generate", gen_length=20, gen_prompt="Home")
         assert not at.exception and texts(at.code)[0].startswith("Home")
 
 
@@ -223,7 +228,7 @@ def test_a_bad_server_setting_is_named_and_its_default_used(app_env, monkeypatch
     monkeypatch.setattr(registry, "_registry", None)  # made again from the environment below
     monkeypatch.setattr(registry, "_registry_warnings", (), raising=False)
     monkeypatch.setenv(variable, value)
-    at = new_app()
+    at = AppTest.from_file(APP, default_timeout=60).run()   # AppTest draws the sidebar on the first run only
     assert not at.exception
     (warning,) = [plain(w.value) for w in at.sidebar.warning]
     assert f"{variable} must be {rule}" in warning and f"(got '{value}')" in warning
@@ -231,7 +236,7 @@ def test_a_bad_server_setting_is_named_and_its_default_used(app_env, monkeypatch
     assert any("of 2 training slots in use" in c for c in texts(at.sidebar.caption))
     limits = (registry.get_registry().max_running, registry.get_registry().stale_after_s)
     assert limits == (registry.DEFAULT_MAX_RUNNING, registry.DEFAULT_STALE_AFTER_S)
-    at = page(upload(at), "train")
+    at = page(upload(page(at, "corpus")), "train")
     assert not at.exception and disabled(at, "Start") == [False]
 
 

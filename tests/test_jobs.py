@@ -154,3 +154,26 @@ def test_job_refuses_an_existing_model_folder(tmp_path, corpus):
     again = TrainingJob(corpus, tiny(), tmp_path / "m")
     again.start()
     assert again.join(60) and again.status == FAILED and "already holds a model" in again.message
+
+
+def test_registry_counts_the_other_jobs_each_job_trained_beside(tmp_path, corpus):
+    """Compare says whether its timings compare: each job knows the most other jobs that trained at
+    the same time as it."""
+    registry = JobRegistry(max_running=2, max_per_owner=3, reap_every_s=None)
+    try:
+        first = new_job(corpus, tiny(steps=100_000), owner="a", root=tmp_path, preview_chars=0)
+        after = new_job(corpus, tiny(steps=100_000), owner="a", root=tmp_path, preview_chars=0)
+        registry.submit(first, after)                        # one at a time for one owner
+        assert first.most_others_running == 0 and after.most_others_running is None
+        other = new_job(corpus, tiny(steps=100_000), owner="b", root=tmp_path, preview_chars=0)
+        registry.submit(other)                               # another session trains beside it
+        assert first.most_others_running == other.most_others_running == 1
+        other.stop()
+        assert other.join(60)
+        first.stop()
+        assert first.join(60) and after.status == RUNNING
+        assert after.most_others_running == 0 and first.most_others_running == 1   # the most, kept
+        after.stop()
+        assert after.join(60)
+    finally:
+        registry.close()

@@ -77,11 +77,13 @@ class Proposal:
     settings: dict                    # RunSettings and TrainConfig keys, as recommended_settings gives
     reasons: list[str]
     epochs: float                     # what the budget means for this corpus (an estimate for time budgets)
+    steps_per_s: float = float("nan")  # the trainer's speed behind that estimate (measured, see below)
 
 
 # Measured on the 2-core CPU (BENCHMARKS.md, "Proposed settings"): the trainer's steps a second at
 # the batch shapes proposed below. Used only to say what a time budget means in epochs.
 CPU_STEPS_PER_S = {"tiny": 90.0, "small": 8.5}
+GPU_STEPS_PER_S = 29.0         # the GPU defaults on an H100: 1,731 steps in their minute (BENCHMARKS.md)
 SHORT_TEXT_CHARS = 50_000      # below: a tiny model, small batches, strong regularisation
 MEDIUM_TEXT_CHARS = 500_000    # below: the CPU model with more dropout and early stopping
 
@@ -109,9 +111,9 @@ def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
     train_chars = chars * 0.9
     tokens_per_step = values["batch_size"] * values["seq_len"]
     epoch_steps = max(1.0, train_chars / tokens_per_step)
-    rate = None if on_gpu else CPU_STEPS_PER_S.get(values.get("preset", "small"), CPU_STEPS_PER_S["small"])
-    budget_steps = rate * 60 * values["max_minutes"] if rate else None
-    if budget_steps:
+    rate = GPU_STEPS_PER_S if on_gpu else CPU_STEPS_PER_S.get(values.get("preset", "small"), CPU_STEPS_PER_S["small"])
+    budget_steps = rate * 60 * values["max_minutes"]
+    if not on_gpu:
         # every two epochs, but at least 12 evaluations in the budget (a curve to read; each costs a pass over
         # the validation text), and never more often than every 10 steps
         every = min(2 * epoch_steps, budget_steps / 12, values["eval_every"])
@@ -120,5 +122,4 @@ def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
         reasons.append(f"early stopping after {values['patience']} evaluations without a better validation loss")
     reasons.append(f"an evaluation every {values['eval_every']} steps ({values['eval_every'] / epoch_steps:.2g} "
                    "epochs of this text)")
-    epochs = (budget_steps / epoch_steps) if budget_steps else (values["max_minutes"] * 60 * 20 / epoch_steps)
-    return Proposal(values, reasons, epochs)
+    return Proposal(values, reasons, budget_steps / epoch_steps, rate)

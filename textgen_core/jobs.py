@@ -158,6 +158,9 @@ class TrainingJob:
         self._status, self._message = QUEUED, "waiting to start"
         self._bundle: Optional[Bundle] = None
         self._run: Optional[PreparedRun] = None
+        # the most other jobs of this process that trained at the same time as this one (the registry
+        # counts them; None: never run by a registry), so that timings can say whether they compare
+        self.most_others_running: Optional[int] = None
         self._folder_lock: Optional[FolderLock] = None   # held from reserve() until the run ends
         self._reset_progress()
 
@@ -259,6 +262,10 @@ class TrainingJob:
             self._version += 1
 
     # --- control -------------------------------------------------------------------------------
+    def note_others_running(self, count: int) -> None:
+        """``count`` other jobs train at the same time as this one now (the registry calls this)."""
+        self.most_others_running = max(self.most_others_running or 0, count)
+
     def add_done_callback(self, callback: Callable[["TrainingJob"], None]) -> None:
         self._done_callbacks.append(callback)
 

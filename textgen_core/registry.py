@@ -166,6 +166,9 @@ class JobRegistry:
                 if job.status == RUNNING:
                     busy.add(job.owner)
                     running += 1
+        training = [j for j in self._jobs if j.status == RUNNING]
+        for job in training:   # jobs start only here: each one's count of others is exact
+            job.note_others_running(len(training) - 1)
 
     def _job_done(self, job: TrainingJob) -> None:
         with self._lock:

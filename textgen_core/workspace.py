@@ -363,7 +363,7 @@ class Workspace:
 
     # --- generations -------------------------------------------------------------------------------------
     def save_generation(self, record: dict) -> Path:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")   # microseconds: newest first by name
         path = self.root / GENERATIONS_DIR / f"{stamp}-{secrets.token_hex(3)}.json"
         write_json(path, {"created": now_text(), **record})
         return path

@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 from textgen_core.jobs import JobSnapshot
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
-TRAIN_COLOR, VAL_COLOR, BEST_COLOR = "#7fa7d9", "#d2691e", "#f2b50f"
+TRAIN_COLOR, VAL_COLOR, BEST_COLOR, TURN_COLOR = "#7fa7d9", "#d2691e", "#f2b50f", "#b22222"
+OVERFITTING_NOTE = "validation turns up: overfitting from here"
 LN2 = math.log(2)
 
 
@@ -34,9 +35,30 @@ def _finite(values) -> list[float]:
     return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def overfitting_point(evals: Sequence[dict]) -> Optional[dict]:
+    """Where overfitting shows: the best validation point, when the evaluation after it has a higher
+    validation loss while its training loss is lower (the model got better at the training text and
+    worse at unseen text). None while validation still improves, or without such an evaluation."""
+    points = [p for p in evals if _number(p.get("val_loss")) and _number(p.get("train_loss"))]
+    if len(points) < 2:
+        return None
+    best = min(range(len(points)), key=lambda i: points[i]["val_loss"])
+    if best == len(points) - 1:
+        return None
+    after = points[best + 1]
+    if after["val_loss"] > points[best]["val_loss"] and after["train_loss"] < points[best]["train_loss"]:
+        return points[best]
+    return None
+
+
 def loss_figure(snap: JobSnapshot, height: int = 380) -> go.Figure:
     """Train and validation loss (nats/token, left axis) against steps, the same curves read in
-    bits per character on the right axis, and the best validation point marked."""
+    bits per character on the right axis, the best validation point marked, and a dashed line where
+    validation turns up while training loss still falls (``overfitting_point``)."""
     layout = _layout(f"Loss of {snap.name}", "step", "loss (nats per token)", height)
     if not snap.train and not snap.evals:
         return _empty(layout, "waiting for the first steps...")
@@ -75,6 +97,11 @@ def loss_figure(snap: JobSnapshot, height: int = 380) -> go.Figure:
             x=[best["step"]], y=[best["val_loss"]], mode="markers", name="best",
             marker=dict(symbol="star", size=16, color=BEST_COLOR, line=dict(color="#333", width=1)),
             hovertemplate=f"best {best['val_loss']:.3f} ({best['val_bpc']:.3f} bits/char)<extra></extra>"))
+    turn = overfitting_point(snap.evals)
+    if turn is not None:
+        figure.add_vline(x=turn["step"], line=dict(color=TURN_COLOR, width=1.5, dash="dash"),
+                         annotation=dict(text=OVERFITTING_NOTE, font=dict(color=TURN_COLOR, size=12),
+                                         xanchor="left", yanchor="top"), annotation_position="top right")
     return figure
 
 

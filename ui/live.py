@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import streamlit as st
 
@@ -11,7 +12,7 @@ from textgen_core.registry import get_registry
 from textgen_core.workspace import INTERRUPTED
 
 from .charts import loss_figure
-from .state import fmt_seconds
+from .progress import progress_text
 from .text import escape_markdown
 
 POLL_LEVELS = (2.0, 4.0, 8.0)  # seconds between polls: never faster than 2 s (the UI must not slow
@@ -63,14 +64,20 @@ def live(jobs: Sequence[TrainingJob], draw: Callable[[list[JobSnapshot]], None],
     view()
 
 
-def progress_text(snap: JobSnapshot) -> str:
-    parts = [f"step {snap.step:,}" + (f" of {snap.total_steps:,}" if snap.total_steps else "")]
-    if snap.status == "running" and snap.eta_s is not None:
-        parts.append(f"about {fmt_seconds(snap.eta_s)} left")
-    if snap.tokens_per_s:
-        parts.append(f"{snap.tokens_per_s:,.0f} tokens/s")
-    parts.append(f"{fmt_seconds(snap.elapsed)} trained")
-    return " · ".join(parts)
+def curve_text(snap: JobSnapshot) -> str:
+    """The loss chart in one line: the current step, the latest losses and the best validation."""
+    parts = [f"Step {snap.step:,}" + (f" of {snap.total_steps:,}" if snap.total_steps else "")]
+    if snap.train:
+        parts.append(f"train loss {snap.train[-1]['train_loss']:.3f}")
+    if snap.evals:
+        last = snap.evals[-1]
+        parts.append(f"validation loss {last['val_loss']:.3f} at step {last['step']:,}")
+    if snap.best:
+        parts.append(f"best validation {snap.best['val_loss']:.3f} nats/token ({snap.best['val_bpc']:.3f} "
+                     f"bits/char) at step {snap.best['step']:,}")
+    else:
+        parts.append("no validation yet")
+    return " · ".join(parts) + "."
 
 
 def show_status(snap: JobSnapshot) -> None:
@@ -109,7 +116,10 @@ def show_job(snap: JobSnapshot, latest_sample: bool = True) -> None:
                       help="comparable across tokenizers")
     columns[2].metric("at step", f"{best['step']:,}" if best else "–")
     columns[3].metric("parameters", f"{snap.parameters:,}" if snap.parameters else "–")
-    st.plotly_chart(loss_figure(snap), key=f"loss-{snap.id}", config={"displaylogo": False})
+    summary = curve_text(snap)
+    st.plotly_chart(loss_figure(snap), key=f"loss-{snap.id}", config={"displaylogo": False},
+                    alt=f"Train and validation loss of {snap.name} by step. {summary}")
+    st.caption(summary)   # the chart in words: read by screen readers, and there at a glance
     if not latest_sample:
         return
     if snap.sample:

@@ -58,6 +58,14 @@ def load_pretrained(folder: Path) -> Bundle:
     return _load_folder(str(folder), (folder / WEIGHTS_FILE).stat().st_mtime)
 
 
+def bundled_models() -> list[pretrained.PretrainedEntry]:
+    """The catalog's pretrained models with a bundled copy (none when the catalog is broken)."""
+    try:
+        return pretrained.catalog(pretrained_dir())
+    except TextgenError:
+        return []
+
+
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
 def _load_run(path: str, mtime: float) -> Bundle:
     return load_folder(path)  # read-only: sampling never changes it; a resumed run has a new mtime

@@ -16,7 +16,8 @@ from textgen_core.registry import get_registry
 from textgen_core.recipes import Recipe
 
 from .charts import compare_figure, loss_figure
-from .live import progress_text, show_status
+from .live import show_status
+from .progress import progress_text
 from .runs import check_quota, hold_unsubmitted
 from .sampling import tokens_for_chars
 from .text import MISSING, escape_markdown

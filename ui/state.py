@@ -12,6 +12,8 @@ from textgen_core.jobs import TrainingJob, runs_dir
 from textgen_core.registry import get_registry
 from textgen_core.workspace import Workspace
 
+from .sampling import saved_results
+
 WORKSPACE_PARAM = "w"         # the query parameter that carries the workspace id
 DEFAULTS = {
     "corpus": None,           # textgen_core.Corpus the user chose
@@ -37,11 +39,30 @@ REMEMBERED = {
 }
 
 
+_routed = False   # through_router has sent a run through the router in this process
+
+
+def through_router() -> None:
+    """Until a script calls st.navigation, Streamlit takes a pages/ folder for its old multipage mode:
+    a fresh server's first visit to a page's address (a bookmark) runs that page alone, without the
+    router's sidebar. Leave that mode for good, and run that first visit again, through app.py.
+    (AppTest sets the old mode again before every run: there only its first run is sent again.)"""
+    global _routed
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if not _routed:
+            _routed = True
+            st.rerun()
+
+
 def init():
     """Find the session's workspace once (from the address, else a new one) and set defaults; on every
     run put the workspace id back into the address (a page switch drops it), send the heartbeat that
-    keeps the workspace's jobs alive, and find the pages' runs again. Pages call it too: a page can
-    run without the router (a fresh server's first visit to a page's address runs the page alone)."""
+    keeps the workspace's jobs alive, and find the pages' runs again. Pages call it too (see
+    ``through_router``)."""
+    through_router()
     state = st.session_state
     if "workspace" not in state:
         workspace, is_new = Workspace.for_app(runs_dir(), st.query_params.get(WORKSPACE_PARAM))
@@ -74,8 +95,9 @@ def restore(workspace: Workspace, saved: dict) -> None:
         if name in saved and valid(saved[name]):
             state[name] = saved[name]
     last = workspace.generations(limit=1)
-    if last and isinstance(last[0].get("model"), str) and isinstance(last[0].get("results"), list):
-        state.generated = {"model": last[0]["model"], "results": last[0]["results"]}
+    if last and isinstance(last[0].get("model"), str) and saved_results(last[0]):
+        state.generated = {"model": last[0]["model"], "results": saved_results(last[0]),
+                           "stopped": last[0].get("stopped") is True, "file": last[0]["file"]}
 
 
 def workspace() -> Workspace:

@@ -38,7 +38,7 @@ STYLE = """
   pointer-events:none;box-shadow:0 2px 6px rgba(0,0,0,.3)}
 .tgi-nl{opacity:.35;font-size:11px}
 .tgi-here{outline:2px solid #d62728;outline-offset:1px}
-.tgi-legend{font-family:sans-serif;font-size:12px;color:#444;margin:6px 0 10px 0;display:flex;
+.tgi-legend{font-family:sans-serif;font-size:12px;color:inherit;margin:6px 0 10px 0;display:flex;
   align-items:center;gap:8px}
 .tgi-bar{display:inline-block;width:180px;height:12px;border:1px solid #ccc;border-radius:2px}
 """
