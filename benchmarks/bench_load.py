@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -155,8 +156,15 @@ async def fill(page, label: str, value) -> None:
 
 
 async def choose(page, label: str, option: str) -> None:
+    """Pick ``option`` of a select box: its name, or its name before a colon ("tiny: 128 hidden ...")."""
     await page.get_by_label(label, exact=True).first.click()
-    await page.get_by_role("option", name=option, exact=True).click()
+    await page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}(:|$)")).click()
+    await settle(page)
+
+
+async def pick(page, label: str, option: str) -> None:
+    """Click ``option`` of the radio buttons ``label``."""
+    await page.get_by_test_id("stRadio").filter(has_text=label).get_by_text(option, exact=True).click()
     await settle(page)
 
 
@@ -206,6 +214,8 @@ async def session(index: int, browser, url: str, corpus: Path, steps: int, start
         await choose(page, "Size preset", "tiny")
         await fill(page, "Sequence length", 64)
         await fill(page, "Evaluate every (steps)", 10)
+        await fill(page, "Patience (evaluations)", 0)
+        await pick(page, "Budget in", "steps")
         await fill(page, "Budget (steps)", steps)
         await start_together.wait()
         await start_training(page, result)

@@ -134,3 +134,16 @@ def test_broken_weights_take_the_checked_path_and_get_the_clear_error():
     assert not fused_step_supported(model)
     with pytest.raises(tg.TextgenError, match="not a finite number"):
         list(sample_ids(model, [1, 2, 3], SamplingOptions(length=20, seed=0)))
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_a_paused_sampler_leaves_the_process_wide_settings_alone(num_samples):
+    """oneDNN and the thread count are process-wide: a sampler paused between tokens (a page that
+    stops reading it, another thread training meanwhile) must not hold them changed."""
+    model = rnn_model("lstm")
+    threads, onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    paused = sample_ids(model, [1, 2, 3], SamplingOptions(length=50, num_samples=num_samples, seed=0))
+    next(paused)
+    next(paused)
+    assert torch.backends.mkldnn.enabled == onednn and torch.get_num_threads() == threads
+    paused.close()

@@ -378,6 +378,21 @@ def read_prompt(model: LanguageModel, forward, prompt_ids: list[int], batch: int
     return last.repeat(batch, 1), repeated
 
 
+def _cpu_call(model: LanguageModel, forward, batch: int):
+    """``forward`` for the CPU sampler: oneDNN off for small batches and one thread for tiny ones, set
+    around each call only. Both are process-wide: held across a generator's yields they would stay
+    changed for a training in another thread, or for good when the generator is dropped unfinished."""
+    forward = _one_thread(forward, batch)
+    if model.device.type != "cpu" or batch > ONEDNN_OFF_MAX_BATCH:
+        return forward
+
+    def without_onednn(ids: torch.Tensor, state=None):
+        with torch.backends.mkldnn.flags(enabled=False):
+            return forward(ids, state)
+
+    return without_onednn
+
+
 def _fused_step(model: LanguageModel, batch: int):
     """``FusedRnnStep`` for one sample of a plain GRU/LSTM on the CPU, else None."""
     from .fused_step import FusedRnnStep, fused_step_supported
@@ -451,42 +466,41 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
     was_training = model.training
     model.eval()
     try:
-        with _cpu_rnn_fast_path(model, options.num_samples):
-            forward = step_forward = model
-            if device.type == "cpu":
-                forward = _one_thread(model, options.num_samples)
-                step_forward = _one_thread(_rnn_step(model) or model, options.num_samples)
-            last, state = read_prompt(model, forward, prompt_ids, options.num_samples)   # (B, V)
-            check_finite(last)
-            banned = None   # (V,) bool mask, built once
-            if banned_ids and len(banned_ids) < last.shape[-1]:
-                banned = torch.zeros(last.shape[-1], dtype=torch.bool, device=device)
-                banned[list(banned_ids)] = True
-            if device.type == "cuda":  # chunks of steps replayed as CUDA graphs where the model allows
-                chunked = graphed_sampling.acquire(model, options.num_samples, options.temperature == 0,
-                                                   options.top_k, active_top_p(options) is not None,
-                                                   banned is not None)
-                if chunked is not None:
-                    try:
-                        yield from chunked.generate(last, state, options.length, options.temperature,
-                                                    active_top_p(options), banned, generator)
-                    finally:
-                        chunked.lock.release()
-                    return
-            make_step = _fused_step(model, options.num_samples)
-            if make_step is not None:   # batch 1 of a GRU/LSTM on the CPU: the same ids, fewer ops
-                banned_list = tuple(banned_ids) if banned is not None else ()
-                yield from _sample_fused(make_step, model, last, state, options, banned_list, generator)
+        forward = step_forward = model
+        if device.type == "cpu":
+            forward = _cpu_call(model, model, options.num_samples)
+            step_forward = _cpu_call(model, _rnn_step(model) or model, options.num_samples)
+        last, state = read_prompt(model, forward, prompt_ids, options.num_samples)   # (B, V)
+        check_finite(last)
+        banned = None   # (V,) bool mask, built once
+        if banned_ids and len(banned_ids) < last.shape[-1]:
+            banned = torch.zeros(last.shape[-1], dtype=torch.bool, device=device)
+            banned[list(banned_ids)] = True
+        if device.type == "cuda":  # chunks of steps replayed as CUDA graphs where the model allows
+            chunked = graphed_sampling.acquire(model, options.num_samples, options.temperature == 0,
+                                               options.top_k, active_top_p(options) is not None,
+                                               banned is not None)
+            if chunked is not None:
+                try:
+                    yield from chunked.generate(last, state, options.length, options.temperature,
+                                                active_top_p(options), banned, generator)
+                finally:
+                    chunked.lock.release()
                 return
-            for step in range(options.length):
-                if banned is not None:
-                    last = last.masked_fill(banned, float("-inf"))
-                next_ids = pick_next(last, options, generator)                      # (B,)
-                yield next_ids
-                if step + 1 < options.length:  # the last token needs no forward pass
-                    logits, state = step_forward(next_ids[:, None], state)
-                    last = logits[:, -1, :]
-                    check_finite(last)
+        make_step = _fused_step(model, options.num_samples)
+        if make_step is not None:   # batch 1 of a GRU/LSTM on the CPU: the same ids, fewer ops
+            banned_list = tuple(banned_ids) if banned is not None else ()
+            yield from _sample_fused(make_step, model, last, state, options, banned_list, generator)
+            return
+        for step in range(options.length):
+            if banned is not None:
+                last = last.masked_fill(banned, float("-inf"))
+            next_ids = pick_next(last, options, generator)                      # (B,)
+            yield next_ids
+            if step + 1 < options.length:  # the last token needs no forward pass
+                logits, state = step_forward(next_ids[:, None], state)
+                last = logits[:, -1, :]
+                check_finite(last)
     except (RuntimeError, MemoryError) as exc:   # torch.OutOfMemoryError is a RuntimeError
         if not is_out_of_memory(exc):
             raise
