@@ -1,6 +1,8 @@
 """The text-generation playground: `make run`, then open the printed address.
 
-A router with a shared sidebar; each page is a short script under pages/.
+A router with a shared sidebar; each page is a short script under app_pages/ (not pages/: Streamlit
+takes a folder of that name for its old multipage mode, where a fresh server's first visit to a
+page's address runs that page alone, without this router).
 """
 import os
 
@@ -20,15 +22,15 @@ st.set_page_config(page_title="Text generation playground", page_icon=":material
 ss = state.init()
 
 pages = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/corpus.py", title="Corpus", icon=":material/description:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
-    st.Page("pages/recipes.py", title="Recipes", icon=":material/menu_book:"),
-    st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
-    st.Page("pages/inspect.py", title="Inspect", icon=":material/biotech:"),
-    st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/corpus.py", title="Corpus", icon=":material/description:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("app_pages/recipes.py", title="Recipes", icon=":material/menu_book:"),
+    st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+    st.Page("app_pages/inspect.py", title="Inspect", icon=":material/biotech:"),
+    st.Page("app_pages/models.py", title="Models", icon=":material/inventory_2:"),
+    st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
 ]
 # The sidebar draws its own links, so that the title comes first and every link keeps the workspace.
 page = st.navigation(pages, position="hidden")

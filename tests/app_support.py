@@ -40,9 +40,9 @@ def app_env(tmp_path, monkeypatch):
 
 
 def new_app(page: str = "corpus") -> AppTest:
-    """A new session opened at ``pages/<page>.py`` (the app's own default is the home page)."""
+    """A new session opened at ``app_pages/<page>.py`` (the app's own default is the home page)."""
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"app_pages/{page}.py")
     return at.run()
 
 

@@ -14,7 +14,7 @@ def test_every_widget_of_every_page_has_a_label(pretrained):
     at = upload(new_app())   # a corpus and a model: the pages show their full set of widgets
     seen = 0
     for name in PAGES:
-        at.switch_page(f"pages/{name}.py")
+        at.switch_page(f"app_pages/{name}.py")
         at = at.run()
         assert not at.exception, name
         widgets = [node for node in at._tree if hasattr(getattr(node, "proto", None), "label")]
@@ -26,7 +26,7 @@ def test_every_widget_of_every_page_has_a_label(pretrained):
 
 def test_the_live_chart_has_a_text_line(app_env):
     at = upload(new_app())
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at = click(set_values(at.run(), preset="tiny", batch=8, seq_len=32, eval_every=10, budget_kind="steps",
                           budget_steps=30), "Start")
     job = at.session_state["train_job"]

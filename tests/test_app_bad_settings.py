@@ -18,7 +18,7 @@ REFUSED = {
 
 
 def page(at, name: str):
-    at.switch_page(f"pages/{name}.py")
+    at.switch_page(f"app_pages/{name}.py")
     return at.run()
 
 

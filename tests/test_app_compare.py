@@ -8,7 +8,7 @@ pytestmark = pytest.mark.app
 
 
 def compare_page(at):
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     return at.run()
 
 

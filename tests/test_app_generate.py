@@ -9,7 +9,7 @@ pytestmark = pytest.mark.app
 
 
 def generate_page(at):
-    at.switch_page("pages/generate.py")
+    at.switch_page("app_pages/generate.py")
     return at.run()
 
 

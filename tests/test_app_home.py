@@ -66,11 +66,11 @@ def test_the_try_writes_with_a_bundled_model(app_env, monkeypatch):
 
 def test_home_shows_what_is_training(app_env):
     at = upload(new_app())
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at = click(set_values(at.run(), preset="tiny", batch=8, seq_len=32, eval_every=10, budget_kind="steps",
                           budget_steps=100_000), "Start")
     job = at.session_state["train_job"]
-    at.switch_page("pages/home.py")
+    at.switch_page("app_pages/home.py")
     at = at.run()
     assert not at.exception
     (bar,) = at.main.get("progress")

@@ -19,7 +19,7 @@ TEXT = 'Home, home on the range, "where the deer" (and the antelope) play.\nWher
 
 
 def inspect_page(at):
-    at.switch_page("pages/inspect.py")
+    at.switch_page("app_pages/inspect.py")
     return at.run()
 
 

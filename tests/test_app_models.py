@@ -9,7 +9,7 @@ TOKEN = "hf_secretTOKEN1234567890"
 
 
 def models_page(at):
-    at.switch_page("pages/models.py")
+    at.switch_page("app_pages/models.py")
     return at.run()
 
 

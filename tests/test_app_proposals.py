@@ -22,7 +22,7 @@ def text_of(size: str) -> str:
 
 
 def train_page(at):
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     return at.run()
 
 
@@ -55,7 +55,7 @@ def test_a_new_corpus_proposes_again_and_keeps_what_the_user_changed(app_env):
     at = train_page(upload(new_app(), text_of("4 KB").encode(), "song.txt"))
     assert value(at, "preset") == "tiny" and value(at, "batch") == 16
     at = set_values(at, lr=0.01)
-    at.switch_page("pages/corpus.py")
+    at.switch_page("app_pages/corpus.py")
     at = train_page(upload(at.run(), text_of("1 MB").encode(), "shakespeare.txt"))
     proposed = propose_settings(at.session_state["corpus"].stats.chars, state.device_options()[0]).settings
     assert (value(at, "preset"), value(at, "batch"), value(at, "eval_every")) == (

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.app
 
 
 def recipes_page(at):
-    at.switch_page("pages/recipes.py")
+    at.switch_page("app_pages/recipes.py")
     return at.run()
 
 
@@ -108,7 +108,7 @@ def test_paragraph_recipe_trains_then_shows_table_curves_samples_and_models(app_
     at.run()  # the samples stay, without sampling again
     assert texts(at.code) == [sample]
 
-    at.switch_page("pages/models.py")
+    at.switch_page("app_pages/models.py")
     at.run()
     assert not at.exception
     assert any("word-gru-paragraph-reference" in e.label for e in at.expander)

@@ -36,17 +36,17 @@ TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budge
 
 
 def page(at, name: str):
-    at.switch_page(f"pages/{name}.py")
+    at.switch_page(f"app_pages/{name}.py")
     return at.run()
 
 
 def reload(workspace_id: str, name: str = "corpus") -> AppTest:
-    """The same address opened again: a new session with ``?w=<id>``, at ``pages/<name>.py`` (AppTest
+    """The same address opened again: a new session with ``?w=<id>``, at ``app_pages/<name>.py`` (AppTest
     draws the sidebar only for the app's default page, home)."""
     at = AppTest.from_file(APP, default_timeout=60)
     at.query_params["w"] = workspace_id
     if name != "home":
-        at.switch_page(f"pages/{name}.py")
+        at.switch_page(f"app_pages/{name}.py")
     return at.run()
 
 

@@ -11,7 +11,7 @@ TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budge
 
 
 def train_page(at):
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     return at.run()
 
 
@@ -110,7 +110,7 @@ def test_each_session_sees_only_its_own_jobs(app_env):
     job = first.session_state["train_job"]
     second = train_page(upload(new_app()))
     assert second.session_state["train_job"] is None and not plotly_specs(second)
-    second.switch_page("pages/models.py")
+    second.switch_page("app_pages/models.py")
     second.run()
     assert any("No models yet" in t for t in texts(second.info))
     join([job])

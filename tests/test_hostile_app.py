@@ -22,7 +22,7 @@ BROKEN_INFO = {"best_val_loss": "x", "best_val_bpc": "low", "corpus": 5, "parame
 
 
 def page(at, name: str):
-    at.switch_page(f"pages/{name}.py")
+    at.switch_page(f"app_pages/{name}.py")
     return at.run()
 
 

@@ -95,7 +95,7 @@ def test_the_app_offers_the_bundled_models_on_first_start(monkeypatch, tmp_path)
     monkeypatch.setenv("TEXTGEN_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60).run()
-    at.switch_page("pages/generate.py")
+    at.switch_page("app_pages/generate.py")
     at = at.run()
     assert not at.exception
     listed = at.selectbox(key="gen_model").options

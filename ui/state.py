@@ -39,30 +39,11 @@ REMEMBERED = {
 }
 
 
-_routed = False   # through_router has sent a run through the router in this process
-
-
-def through_router() -> None:
-    """Until a script calls st.navigation, Streamlit takes a pages/ folder for its old multipage mode:
-    a fresh server's first visit to a page's address (a bookmark) runs that page alone, without the
-    router's sidebar. Leave that mode for good, and run that first visit again, through app.py.
-    (AppTest sets the old mode again before every run: there only its first run is sent again.)"""
-    global _routed
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        if not _routed:
-            _routed = True
-            st.rerun()
-
-
 def init():
     """Find the session's workspace once (from the address, else a new one) and set defaults; on every
     run put the workspace id back into the address (a page switch drops it), send the heartbeat that
-    keeps the workspace's jobs alive, and find the pages' runs again. Pages call it too (see
-    ``through_router``)."""
-    through_router()
+    keeps the workspace's jobs alive, and find the pages' runs again. Pages call it too (AppTest runs a
+    page alone)."""
     state = st.session_state
     if "workspace" not in state:
         workspace, is_new = Workspace.for_app(runs_dir(), st.query_params.get(WORKSPACE_PARAM))

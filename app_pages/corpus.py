@@ -150,4 +150,4 @@ if len(corpus.text) > PREVIEW_CHARS:
 val_chars = int(len(corpus.text) * val_fraction)
 st.caption(f"Training on the first {len(corpus.text) - val_chars:,} characters, "
            f"validating on the last {val_chars:,}.")
-st.page_link("pages/train.py", label="Next: train a model on this text", icon=":material/arrow_forward:")
+st.page_link("app_pages/train.py", label="Next: train a model on this text", icon=":material/arrow_forward:")

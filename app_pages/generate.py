@@ -38,9 +38,9 @@ if not models:
     st.info("No model yet. Train one on the **Train** page (a minute on the tiny preset is enough to see "
             "something), or load a pretrained or Hub model on the **Models** page.", icon=":material/info:")
     c1, c2, _ = st.columns([1, 1, 3])
-    c1.page_link("pages/train.py", label="Train a model", icon=":material/model_training:",
+    c1.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:",
                  query_params=state.address())
-    c2.page_link("pages/models.py", label="Load a model", icon=":material/inventory_2:",
+    c2.page_link("app_pages/models.py", label="Load a model", icon=":material/inventory_2:",
                  query_params=state.address())
     st.markdown("Or load one from the Hugging Face Hub:")
     hub_load_form("gen_hub", select_key="gen_model")

@@ -38,7 +38,7 @@ vocab_size = state.vocab_estimate(corpus, vocab)
 if corpus is None:
     st.info("No corpus yet: upload a text on the Corpus page first, then come back to train on it.",
             icon=":material/upload_file:")
-    st.page_link("pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
+    st.page_link("app_pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
 else:
     st.caption(f"Corpus **{escape_markdown(corpus.name)}** ({chars:,} characters) · {kind} tokenizer"
                f"{f' ({vocab:,} tokens)' if vocab else ''} · {val_fraction:.0%} held out for validation "
@@ -188,7 +188,7 @@ if runs.has_model(job) and not job.active:
     c1.download_button("Download the model (.zip)", lambda d=job.out_dir: zip_model_folder(d),
                        f"{job.out_dir.name}.zip", mime="application/zip", icon=":material/download:",
                        on_click="ignore")
-    c2.page_link("pages/generate.py", label="Generate text with it", icon=":material/auto_awesome:",
+    c2.page_link("app_pages/generate.py", label="Generate text with it", icon=":material/auto_awesome:",
                  query_params=state.address())
-    c3.page_link("pages/runs.py", label="Kept in this workspace: see it on the Runs page", icon=":material/history:",
+    c3.page_link("app_pages/runs.py", label="Kept in this workspace: see it on the Runs page", icon=":material/history:",
                  query_params=state.address())

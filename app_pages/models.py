@@ -15,7 +15,7 @@ if not models:
     st.info(f"No models yet: {escape_markdown(pretrained_dir())} holds no pretrained model folders and this "
             "workspace has no trained run. Train one on the **Train** page, or load one from the Hub below.",
             icon=":material/info:")
-    st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:",
+    st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:",
                  query_params=state.address())
 
 for index, (label, entry) in enumerate(models.items()):

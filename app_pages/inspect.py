@@ -43,9 +43,9 @@ if not models:
     st.info("No model yet. Train one on the **Train** page, or load a pretrained or Hub model on the **Models** "
             "page, then look inside it here.", icon=":material/info:")
     c1, c2, _ = st.columns([1, 1, 3])
-    c1.page_link("pages/train.py", label="Train a model", icon=":material/model_training:",
+    c1.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:",
                  query_params=state.address())
-    c2.page_link("pages/models.py", label="Load a model", icon=":material/inventory_2:", query_params=state.address())
+    c2.page_link("app_pages/models.py", label="Load a model", icon=":material/inventory_2:", query_params=state.address())
     st.stop()
 
 label, bundle = pick_model(models, "ins_model", "Model", "The model to look inside.")

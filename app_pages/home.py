@@ -45,16 +45,16 @@ else:
             st.error(escape_markdown(exc))
     elif ss.get("home_try") and ss.home_try["model"] == name:
         show_text(shown, ss.home_try["text"])
-    st.page_link("pages/generate.py", label="More options (temperatures, top-k, seed) on Generate",
+    st.page_link("app_pages/generate.py", label="More options (temperatures, top-k, seed) on Generate",
                  icon=":material/tune:", query_params=state.address())
 
 st.subheader("Your own model in three steps")
 corpus = state.corpus()
-steps = [("pages/corpus.py", "1. Upload a corpus", ":material/upload_file:",
+steps = [("app_pages/corpus.py", "1. Upload a corpus", ":material/upload_file:",
           f"In use: **{escape_markdown(corpus.name)}**." if corpus else "Any plain text, any common encoding."),
-         ("pages/train.py", "2. Train", ":material/model_training:",
+         ("app_pages/train.py", "2. Train", ":material/model_training:",
           "Watch train and validation loss fall; stop when validation turns up."),
-         ("pages/generate.py", "3. Generate", ":material/auto_awesome:",
+         ("app_pages/generate.py", "3. Generate", ":material/auto_awesome:",
           "Sample from your model with a prompt and a temperature.")]
 for column, (path, label, icon, note) in zip(st.columns(3), steps):
     column.page_link(path, label=label, icon=icon, query_params=state.address())
@@ -73,5 +73,5 @@ def show_running(snaps) -> None:
 
 
 live(state.active_jobs(), show_running)
-st.page_link("pages/runs.py", label="Every run of this workspace", icon=":material/history:",
+st.page_link("app_pages/runs.py", label="Every run of this workspace", icon=":material/history:",
              query_params=state.address())

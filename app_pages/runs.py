@@ -37,7 +37,7 @@ if ss.runs_notice:
 if not records:
     st.info("No runs in this workspace yet: train one on the **Train** page and it is listed here, with its "
             "curve and its samples step by step.", icon=":material/history:")
-    st.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+    st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
     st.stop()
 
 by_name = {record.name: record for record in records}
@@ -101,7 +101,7 @@ if buttons.button("Open in Generate", icon=":material/auto_awesome:", key="runs_
                   help="Sample from this run's best weights on the Generate page."):
     ss.gen_model = trained_label(record.display_name, record.created)
     state.remember(gen_model=ss.gen_model)
-    st.switch_page("pages/generate.py", query_params={state.WORKSPACE_PARAM: workspace.id})
+    st.switch_page("app_pages/generate.py", query_params={state.WORKSPACE_PARAM: workspace.id})
 buttons.download_button("Download the model (.zip)", lambda folder=record.path: zip_model_folder(folder),
                         f"{record.name}.zip", mime="application/zip", icon=":material/download:",
                         on_click="ignore", disabled=not record.has_model, key="runs_zip",
