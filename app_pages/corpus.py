@@ -5,7 +5,7 @@ import streamlit as st
 
 from textgen_core import TOKENIZER_KINDS, TextgenError, make_tokenizer, read_file, read_text
 from ui import state
-from ui.models import builtin_corpora
+from ui.models import builtin_corpora, data_dir
 from ui.text import escape_markdown
 
 ss = state.init()
@@ -61,8 +61,8 @@ if source == "Upload a file":
 elif source == "Built-in corpus":
     corpora = builtin_corpora()
     if not corpora:
-        st.info("No built-in corpora here yet (they come with the models in `pretrained/`). "
-                "Upload a text file instead.")
+        st.info(f"No built-in corpora here: the data folder ({escape_markdown(str(data_dir()))}) has no .txt "
+                "files (TEXTGEN_DATA_DIR names another). Upload a text file instead.")
     else:
         label = st.selectbox("Built-in corpus", list(corpora), key="builtin_corpus", persist_state="session",
                              help="A text that comes with the project.")

@@ -59,3 +59,14 @@ def test_refused_uploads_show_the_engine_message(app_env, data, name, message):
     at = upload(new_app(), data, name)
     assert not at.exception
     assert len(at.error) == 1 and message in at.error[0].value and name in at.error[0].value
+
+
+def test_without_built_in_corpora_it_names_the_data_folder(app_env, tmp_path, monkeypatch):
+    empty = tmp_path / "no-texts"
+    empty.mkdir()
+    monkeypatch.setenv("TEXTGEN_DATA_DIR", str(empty))
+    at = new_app()
+    at.radio(key="corpus_source").set_value("Built-in corpus").run()
+    assert not at.exception
+    shown = " ".join(texts(at.info))
+    assert "No built-in corpora here" in shown and "no-texts" in shown and "TEXTGEN_DATA_DIR" in shown

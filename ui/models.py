@@ -41,7 +41,7 @@ def data_dir() -> Path:
 
 
 def builtin_corpora() -> dict[str, Path]:
-    """Texts at hand without an upload: ``*.txt`` in the data folder and in ``pretrained/``."""
+    """Texts at hand without an upload: ``*.txt`` in the data folder and among the bundled models."""
     found: dict[str, Path] = {}
     for root in (data_dir(), pretrained_dir()):
         if root.is_dir():
