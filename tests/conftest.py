@@ -24,3 +24,15 @@ def shared_corpus(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture(autouse=True)
+def onednn_left_as_found():
+    """oneDNN's switch is process-wide: a test (or the code it runs) that leaves it changed would
+    change the kernels, numbers and memory of every later test. The one that does it fails here."""
+    import torch
+
+    before = torch.backends.mkldnn.enabled
+    yield
+    assert torch.backends.mkldnn.enabled == before, "this test left oneDNN switched " + (
+        "off" if before else "on")

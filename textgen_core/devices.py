@@ -7,7 +7,10 @@ where the device computes it natively.
 """
 from __future__ import annotations
 
+import contextlib
 import platform
+import threading
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,3 +83,31 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
                  f"this CPU has no bf16 units (it needs AVX512-BF16 or AMX; this one is {cpu_summary()})")
         raise ConfigError(f"bf16 precision is not available here: {where}; use precision fp32 or auto")
     return requested
+
+
+# oneDNN's switch is one flag for the whole process. Blocks that turn it off in several threads at
+# once (samplers of several sessions of one app server) share it: the first to enter turns it off,
+# the last to leave sets back what the first found. torch.backends.mkldnn.flags saves and restores
+# per block, so two overlapping blocks in two threads could leave it off for good (and a training
+# started afterwards then ran other kernels, with other numbers, than the same training elsewhere).
+_onednn_lock = threading.Lock()
+_onednn_off_blocks = 0
+_onednn_found = True
+
+
+@contextlib.contextmanager
+def onednn_off() -> Iterator[None]:
+    """oneDNN off within the block, safe to overlap across threads."""
+    global _onednn_off_blocks, _onednn_found
+    with _onednn_lock:
+        if _onednn_off_blocks == 0:
+            _onednn_found = torch.backends.mkldnn.enabled
+            torch.backends.mkldnn.enabled = False
+        _onednn_off_blocks += 1
+    try:
+        yield
+    finally:
+        with _onednn_lock:
+            _onednn_off_blocks -= 1
+            if _onednn_off_blocks == 0:
+                torch.backends.mkldnn.enabled = _onednn_found

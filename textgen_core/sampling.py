@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 import torch
 
+from .devices import onednn_off
 from .errors import ConfigError
 from .models import LanguageModel
 from .tokenizers import Tokenizer
@@ -33,7 +34,8 @@ SAMPLING_MEMORY_LIMIT = 1_500_000_000
 PROMPT_PASS_BYTES = 256_000_000
 PROMPT_CHUNK_TOKENS = 1024
 
-# Toggling oneDNN off for sampling makes torch warn about an unrelated Intel-GPU TF32 setting.
+# torch.backends.mkldnn.flags (the benchmarks and tests compare with it) warns about an unrelated
+# Intel-GPU TF32 setting; devices.onednn_off does not.
 warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
 
 
@@ -128,15 +130,18 @@ def pick_next(logits: torch.Tensor, options: SamplingOptions, generator: torch.G
 
 
 # oneDNN makes one LSTM step for a few samples several times slower on the CPU (3.6x at batch 1),
-# but is about 25% faster from batch 48 up (BENCHMARKS.md); GRUs run the same either way.
+# but is about 25% faster from batch 48 up (BENCHMARKS.md); GRUs run the same either way (torch's
+# GRU has no oneDNN kernel), so only an LSTM's calls turn the process-wide switch.
 ONEDNN_OFF_MAX_BATCH = 32
 
 
+def _onednn_off_helps(model: LanguageModel, batch: int) -> bool:
+    return model.device.type == "cpu" and model.config.arch == "lstm" and batch <= ONEDNN_OFF_MAX_BATCH
+
+
 def _cpu_rnn_fast_path(model: LanguageModel, batch: int = 1) -> contextlib.AbstractContextManager:
-    """Plain kernels instead of oneDNN for small batches on the CPU, where they are faster."""
-    if model.device.type == "cpu" and batch <= ONEDNN_OFF_MAX_BATCH:
-        return torch.backends.mkldnn.flags(enabled=False)
-    return contextlib.nullcontext()
+    """Plain kernels instead of oneDNN for an LSTM's small batches on the CPU, where they are faster."""
+    return onednn_off() if _onednn_off_helps(model, batch) else contextlib.nullcontext()
 
 
 # On the CPU a step for a handful of samples is a few matrix-vector products: splitting them over
@@ -383,11 +388,11 @@ def _cpu_call(model: LanguageModel, forward, batch: int):
     around each call only. Both are process-wide: held across a generator's yields they would stay
     changed for a training in another thread, or for good when the generator is dropped unfinished."""
     forward = _one_thread(forward, batch)
-    if model.device.type != "cpu" or batch > ONEDNN_OFF_MAX_BATCH:
+    if not _onednn_off_helps(model, batch):
         return forward
 
     def without_onednn(ids: torch.Tensor, state=None):
-        with torch.backends.mkldnn.flags(enabled=False):
+        with onednn_off():
             return forward(ids, state)
 
     return without_onednn
