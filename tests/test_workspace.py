@@ -126,6 +126,25 @@ def test_a_waiting_job_holds_its_folder_and_says_so(tmp_path, corpus):
         assert "no page open for 30 min" in json.loads((busy.out_dir / "run.json").read_text())["stop_message"]
 
 
+def test_a_job_stays_listed_while_its_run_is_prepared(tmp_path, corpus, monkeypatch):
+    """Between taking its folder and the run's first status, a job's folder still holds its waiting
+    status: a page that lists the runs then shows it (and its Stop), never "no runs"."""
+    from textgen_core import runs
+
+    seen = []
+    real_build = runs.build_model
+
+    def build_and_look(config):   # the folder is taken and its old files gone by now
+        seen.append([(r.name, r.status) for r in ws.Workspace(tmp_path / "a").runs()])
+        return real_build(config)
+    monkeypatch.setattr(runs, "build_model", build_and_look)
+    registry = JobRegistry(reap_every_s=None)
+    job = new_job(corpus, tiny(20), owner="a", root=tmp_path, preview_chars=0)
+    registry.submit(job)
+    assert job.join(60) and job.status == "finished"
+    assert seen == [[(job.out_dir.name, "waiting")]]
+
+
 def test_a_job_that_fails_before_it_starts_says_why(tmp_path, corpus, monkeypatch):
     from textgen_core import memory
     monkeypatch.setattr(memory, "free_memory_bytes", lambda device: 1000)

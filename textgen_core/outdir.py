@@ -94,11 +94,14 @@ def inspect_folder(folder: Path) -> FolderContents:
     return FolderContents(True, ours, foreign, has_checkpoint)
 
 
-def remove_own_files(folder: Path, contents: FolderContents) -> None:
-    """Delete the project's files and the leftovers of interrupted saves; the user's stay."""
+def remove_own_files(folder: Path, contents: FolderContents, keep: frozenset[str] = frozenset()) -> None:
+    """Delete the project's files (but those in ``keep``) and the leftovers of interrupted saves; the
+    user's stay."""
     claimed = read_claimed(folder) or set(contents.ours)
     for name in os.listdir(folder):
         path = folder / name
+        if name in keep:
+            continue
         if name in contents.ours or (name not in BOOKKEEPING and _is_bookkeeping(name, claimed)):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

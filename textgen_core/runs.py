@@ -28,7 +28,7 @@ from .models import LanguageModel, ModelConfig, build_model
 from .outdir import (CHECKPOINT_DIR, RUN_FILES, FolderContents, FolderLock, claim, inspect_folder,  # noqa: F401
                      remove_own_files, remove_temp_files)
 from .sampling import SamplingOptions, stream_text
-from .status import PREVIEW_CHARS, RunRecorder, read_status
+from .status import PREVIEW_CHARS, STATUS_FILE, RunRecorder, read_status
 from .tokens import split_token_file, token_file
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
 from .training import Event, History, TrainConfig, Trainer, resolve_device
@@ -197,6 +197,10 @@ def _check_new_target(out_dir: Path, contents: FolderContents, overwrite: bool) 
 
 def _take_folder(out_dir: Path, resume: bool, overwrite: bool, lock: Optional[FolderLock] = None) -> FolderLock:
     """Lock the output folder (or use ``lock``, already held on it) and make it ready for the run."""
+    # A lock held already is a job's reservation: its status.json says the run waits, and stays until
+    # the run's own first status replaces it (without it the folder would vanish from the run lists
+    # while the run is prepared).
+    keep = frozenset({STATUS_FILE}) if lock is not None and lock.held else frozenset()
     if lock is None or not lock.held:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +213,7 @@ def _take_folder(out_dir: Path, resume: bool, overwrite: bool, lock: Optional[Fo
             raise ConfigError(f"the checkpoint in {out_dir} went away while the run was prepared; start again")
         if not resume:
             _check_new_target(out_dir, contents, overwrite)
-            remove_own_files(out_dir, contents)
+            remove_own_files(out_dir, contents, keep)
         claim(out_dir, set(RUN_FILES))   # a folder that cannot be written fails here, before training
         remove_temp_files(out_dir)
         checkpoint.remove_stale_units(out_dir / CHECKPOINT_DIR)
@@ -283,7 +287,8 @@ def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: 
     else:
         contents = inspect_folder(out_dir)
         _check_new_target(out_dir, contents, overwrite)
-        if contents.ours and not contents.has_checkpoint:
+        reserved = {STATUS_FILE} if lock is not None and lock.held else set()   # a job's waiting status
+        if contents.ours - reserved and not contents.has_checkpoint:
             notes.append(f"{out_dir} held a run that stopped before its first checkpoint; starting it again")
     tokenizer, config = (_saved_run(corpus, settings, out_dir, notes) if resume else
                          _new_run(corpus, settings))
