@@ -1,6 +1,7 @@
 """The command line: train, sample, evaluate; errors exit 2 with one `error:` line, no traceback."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,27 @@ def test_module_entry_point_with_an_empty_file(tmp_path):
                              str(tmp_path / "m")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+def test_recommended_starts_from_the_devices_defaults_and_the_flags_given_win(tmp_path, capsys):
+    """--recommended takes defaults_for's settings (the same line the Train page shows) for what the
+    command line leaves out; a budget given replaces the recommended five minutes."""
+    from textgen_core.defaults import defaults_for
+
+    corpus = tmp_path / "poem.txt"
+    corpus.write_text("Roses are red, violets are blue,\nsugar is sweet and so are you.\n" * 30)
+    settings, why = defaults_for("cpu")
+    out = tmp_path / "model"
+    assert main(["train", str(corpus), "--out", str(out), "--recommended", "--device", "cpu", "--preset", "tiny",
+                 "--max-steps", "4", "--eval-every", "2", "--seq-len", "16"]) == 0
+    assert f"note: {why}" in capsys.readouterr().err
+    run = json.loads((out / "run.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["arch"] == settings["arch"] and config["dropout"] == settings["dropout"]
+    assert config["hidden"] == 128   # the tiny preset asked for, not the recommended small one (256)
+    train = run["train_config"]
+    assert (train["batch_size"], train["lr"], train["precision"], train["cpu_threads"]) == (
+        settings["batch_size"], settings["lr"], settings["precision"], settings["cpu_threads"])
+    assert (train["seq_len"], train["max_steps"], train["max_minutes"]) == (16, 4, None)
+    assert main(["train", str(corpus), "--out", str(out), "--recommended", "--resume"]) == 2
+    assert "a resume keeps the saved ones" in capsys.readouterr().err

@@ -20,8 +20,9 @@ from tqdm import tqdm
 from . import __version__, api, cli_runs, hub, pretrained, recipes
 from .corpus import read_file
 from .corpus_file import open_file
+from .defaults import defaults_for
 from .distributed import Distributed, FailedElsewhere
-from .errors import TextgenError
+from .errors import ConfigError, TextgenError
 from .models import ARCHITECTURES, PRESETS
 from .runs import PreparedRun, RunSettings, execute, interrupts_stop, prepare_run, settings_for_resume
 from .tokenizers import TOKENIZER_KINDS
@@ -48,24 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("embedding", "hidden", "layers", "context"):
         train.add_argument(f"--{name}", type=int, help=f"override the preset's {name}")
     train.add_argument("--dropout", type=float, help="override the preset's dropout")
-    defaults = TrainConfig()
-    train.add_argument("--seq-len", type=int, default=defaults.seq_len)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    defaults = TrainConfig()   # None below: not given (the default, or with --recommended the device's)
+    train.add_argument("--recommended", action="store_true",
+                       help="start from the settings measured best for this device (the note printed says "
+                            "which and why); the flags given win")
+    train.add_argument("--seq-len", type=int, help=f"tokens per training window (default {defaults.seq_len})")
+    train.add_argument("--batch-size", type=int, help=f"windows per step (default {defaults.batch_size})")
+    train.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr:g})")
+    train.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {defaults.weight_decay:g})")
     train.add_argument("--max-steps", type=int)
     train.add_argument("--epochs", type=float)
     train.add_argument("--max-minutes", type=float)
-    train.add_argument("--eval-every", type=int, default=defaults.eval_every)
+    train.add_argument("--eval-every", type=int, help=f"steps between evaluations (default {defaults.eval_every})")
     train.add_argument("--val-fraction", type=float, help="last share of the text held out for validation "
                        "(default 0.1)")
     train.add_argument("--patience", type=int, help="evaluations without improvement before stopping")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=defaults.precision,
-                       help="auto: bf16 autocast on CUDA, fp32 on the CPU; bf16 is faster on CPUs with bf16 units")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                       help="auto (default): bf16 autocast on CUDA, fp32 on the CPU; bf16 is faster on CPUs "
+                            "with bf16 units")
     train.add_argument("--cpu-threads", type=int, help="torch threads on the CPU (default: torch's; 1 is often "
                        "faster for these small models, see BENCHMARKS.md)")
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--seed", type=int, help=f"seed of the weights and the batches (default {defaults.seed})")
     train.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
     sample = commands.add_parser("sample", help="generate text from a model folder or Hub repo id")
@@ -154,15 +159,27 @@ def describe_run(run: PreparedRun) -> str:
 
 def run_train(args: argparse.Namespace) -> int:
     corpus = open_file(args.corpus)   # a large file is read in pieces and tokenized into a cached file
-    train_config = TrainConfig(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                               weight_decay=args.weight_decay, max_steps=args.max_steps,
-                               epochs=args.epochs, max_minutes=args.max_minutes,
-                               eval_every=args.eval_every, patience=args.patience,
-                               device=args.device, precision=args.precision, cpu_threads=args.cpu_threads,
-                               seed=args.seed).validated()
+    train_values = dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                        weight_decay=args.weight_decay, max_steps=args.max_steps, epochs=args.epochs,
+                        max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
+                        precision=args.precision, cpu_threads=args.cpu_threads, seed=args.seed)
     given = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, arch=args.model, preset=args.preset,
                  embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                  context=args.context, val_fraction=args.val_fraction)
+    if args.recommended:
+        if args.resume:
+            raise ConfigError("--recommended chooses a new run's settings; a resume keeps the saved ones "
+                              "(leave out --recommended)")
+        recommended, why = defaults_for(args.device)
+        print(f"note: {why}", file=sys.stderr)
+        if any(train_values[k] is not None for k in ("max_steps", "epochs", "max_minutes")):
+            recommended.pop("max_minutes", None)   # the budget given replaces the recommended one
+        for key, value in recommended.items():
+            for values in (given, train_values):
+                if key in values and values[key] is None:
+                    values[key] = value
+    train_config = TrainConfig(**{k: v for k, v in train_values.items() if v is not None},
+                               device=args.device).validated()
     if args.resume:  # what was not given comes from the saved run; what was given must match it
         settings = settings_for_resume(args.out, **given, train=train_config)
     else:
