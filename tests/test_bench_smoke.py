@@ -102,3 +102,12 @@ def test_workspace_listing(capsys):
     result = run_quick("bench_workspace.py", capsys=capsys)
     row = result["rows"][0]
     assert row["runs"] == 20 and row["interrupted"] == 4 and row["list_s"] > 0
+
+
+def test_keras_comparison_without_tensorflow(capsys):
+    """Without a TensorFlow interpreter the Trainer's side still runs and the Keras side says it was skipped."""
+    shared_corpus("tinyshakespeare.txt")
+    result = run_quick("bench_keras.py", capsys=capsys)
+    (row,) = result["results"]
+    assert row["precision"] == "fp32" and len(row["trainer_s"]) == 1 and row["trainer_s"][0] > 0
+    assert row["keras_s"] == [] and row["ratio"] is None and row["tensorflow"] is None
