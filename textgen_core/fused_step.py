@@ -87,6 +87,13 @@ class FusedRnnStep:
         self.h_gates = torch.empty(1, gates)     # its hidden projection, then the gates
         self.scratch = torch.empty(1, hidden)
         self.logits = torch.empty(1, head.out_features)
+        # Views of those buffers made once: a step's narrow/select/chunk calls cost about as much as an
+        # elementwise op each, some 30 us a step. The buffers are never resized, so the views stay valid.
+        self.h_rows = list(self.h_state.unbind(0))                                          # (1, H) each
+        self.c_rows = list(self.c_state.unbind(0)) if self.c_state is not None else []
+        self.gate_parts = self.h_gates.unsafe_chunk(4 if self.lstm else 3, 1)
+        self.x_parts = self.x_proj.unsafe_chunk(4 if self.lstm else 3, 1)
+        self.row_parts: dict[int, tuple[torch.Tensor, ...]] = {}   # a table row's chunks (GRU)
 
     def _embed(self, token_id: int) -> torch.Tensor:
         """(1, E) a fresh copy of the id's embedding row, aligned as F.embedding's output is."""
@@ -114,41 +121,52 @@ class FusedRnnStep:
             return row
         return torch.addmm(self.b_ih[layer], self.out[layer - 1], self.w_ih[layer], out=self.x_proj)
 
+    def _input_parts(self, layer: int, token_id: int, x_proj: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``x_proj``'s gate chunks (GRU): the buffer's views, or a table row's, made once."""
+        if layer > 0:
+            return self.x_parts
+        parts = self.row_parts.get(token_id)
+        if parts is None:
+            parts = x_proj.unsafe_chunk(3, 1)
+            if token_id in self.table:
+                self.row_parts[token_id] = parts
+        return parts
+
     def step(self, token_id: int) -> torch.Tensor:
         """Feed one token; the (1, V) logits of the next (a buffer, overwritten by the next step)."""
         for layer in range(self.layers):
             x_proj = self._input_projection(layer, token_id)
-            gates = torch.addmm(self.b_hh[layer], self.h_state[layer], self.w_hh[layer], out=self.h_gates)
+            gates = torch.addmm(self.b_hh[layer], self.h_rows[layer], self.w_hh[layer], out=self.h_gates)
             if self.lstm:
                 self._lstm_cell(layer, gates, x_proj)
             else:
-                self._gru_cell(layer, gates, x_proj)
-            self.h_state[layer].copy_(self.out[layer])
+                self._gru_cell(layer, self._input_parts(layer, token_id, x_proj))
+            self.h_rows[layer].copy_(self.out[layer])
         return torch.addmm(self.head_b, self.out[-1], self.head_w, out=self.logits)
 
     def _lstm_cell(self, layer: int, gates: torch.Tensor, x_proj: torch.Tensor) -> None:
         # ATen's LSTMCell on the CPU: gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
         gates.add_(x_proj)
-        in_gate, forget_gate, cell_gate, out_gate = gates.unsafe_chunk(4, 1)
+        in_gate, forget_gate, cell_gate, out_gate = self.gate_parts   # views of ``gates``
         in_gate.sigmoid_()
         forget_gate.sigmoid_()
         cell_gate.tanh_()
         out_gate.sigmoid_()
-        c = self.c_state[layer]
+        c = self.c_rows[layer]
         c.mul_(forget_gate)                 # f * c: multiplication commutes bit for bit
         c.add_(in_gate.mul_(cell_gate))     # + i * g
         torch.tanh(c, out=self.scratch)
         torch.mul(out_gate, self.scratch, out=self.out[layer])
 
-    def _gru_cell(self, layer: int, h_gates: torch.Tensor, x_proj: torch.Tensor) -> None:
+    def _gru_cell(self, layer: int, x_parts: tuple[torch.Tensor, ...]) -> None:
         # ATen's GRUCell on the CPU: r = sig(hh_r + ih_r); z = sig(hh_z + ih_z); n = tanh(ih_n + r*hh_n);
         # h = (h - n) * z + n
-        i_r, i_z, i_n = x_proj.unsafe_chunk(3, 1)
-        h_r, h_z, h_n = h_gates.unsafe_chunk(3, 1)
+        i_r, i_z, i_n = x_parts
+        h_r, h_z, h_n = self.gate_parts   # views of the hidden projection just made
         reset = h_r.add_(i_r).sigmoid_()
         update = h_z.add_(i_z).sigmoid_()
         new = torch.add(i_n, h_n.mul_(reset), out=self.scratch).tanh_()
-        torch.sub(self.h_state[layer], new, out=self.out[layer]).mul_(update).add_(new)
+        torch.sub(self.h_rows[layer], new, out=self.out[layer]).mul_(update).add_(new)
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator, noise: torch.Tensor) -> torch.Tensor:
