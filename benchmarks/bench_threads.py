@@ -25,6 +25,8 @@ from textgen_core.models import ModelConfig, build_model
 
 CASES = [dict(name=f"{arch} 2x256", arch=arch, embedding=64, hidden=256, layers=2, batch=32, seq=64)
          for arch in ("lstm", "gru")]
+# with dropout between the layers torch runs an LSTM layer by layer (without it, one multi-layer kernel)
+CASES.append(dict(CASES[0], name="lstm 2x256 dropout 0.1", dropout=0.1))
 QUICK_CASE = dict(name="gru 1x32 (quick)", arch="gru", embedding=16, hidden=32, layers=1, batch=8, seq=16)
 
 
@@ -43,7 +45,8 @@ def measure(case: dict, precision: str, ids: torch.Tensor, vocab: int, steps: in
             cores: int) -> dict:
     torch.manual_seed(0)
     model = build_model(ModelConfig.from_preset(case["arch"], "small", vocab, embedding=case["embedding"],
-                                                hidden=case["hidden"], layers=case["layers"]))
+                                                hidden=case["hidden"], layers=case["layers"],
+                                                dropout=case.get("dropout", 0.0)))
     n_val = max(case["seq"] * 4, len(ids) // 100)
     split = TokenSplit(train=ids[:-n_val], val=ids[-n_val:])
     one, many = [], []

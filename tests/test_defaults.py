@@ -12,11 +12,23 @@ from textgen_core.defaults import defaults_for, propose_settings, recommended_ru
 def test_cpu_defaults_follow_the_cpus_bf16_units(monkeypatch, has_bf16, precision, words):
     monkeypatch.setattr(defaults, "bf16_supported", lambda device: has_bf16)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some CPU (avx2 fma)")
+    monkeypatch.setattr(defaults, "cpu_flags", lambda: ("avx2", "fma", *(("avx512_bf16",) if has_bf16 else ())))
     settings, reason = defaults_for("cpu")
-    assert settings["precision"] == precision
+    assert settings["precision"] == precision and settings["cpu_threads"] == 1 and settings["dropout"] == 0.0
     assert reason.startswith("CPU defaults for Some CPU (avx2 fma): ") and words in reason
     assert recommended_run_settings("cpu").train.precision == precision
     assert propose_settings(1_000_000, "cpu").reasons[0] == reason
+
+
+def test_a_cpu_with_amx_trains_on_every_core_with_dropout(monkeypatch):
+    """Measured on a 2-core Xeon with AMX: two threads 1.34x one, and twice the steps need dropout."""
+    monkeypatch.setattr(defaults, "cpu_flags", lambda: ("avx2", "avx512_bf16", "amx_tile", "amx_bf16"))
+    monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some Xeon (amx_bf16)")
+    settings, reason = defaults_for("cpu")
+    assert (settings["precision"], settings["dropout"], settings["cpu_threads"]) == ("bf16", 0.1, None)
+    assert reason.startswith("CPU defaults for Some Xeon (amx_bf16): it has AMX bf16 units")
+    proposal = propose_settings(1_000_000, "cpu")
+    assert proposal.steps_per_s == defaults.AMX_SMALL_STEPS_PER_S and proposal.reasons[0] == reason
 
 
 def test_defaults_are_a_new_dict_each_call():
@@ -29,7 +41,7 @@ def test_defaults_are_a_new_dict_each_call():
 def test_proposals_evaluate_often_enough_and_stop_a_short_text_early(chars):
     proposal = propose_settings(chars, "cpu")
     values = proposal.settings
-    steps = defaults.CPU_STEPS_PER_S[values["preset"]] * 60 * values["max_minutes"]
+    steps = proposal.steps_per_s * 60 * values["max_minutes"]   # the rate measured for this CPU type
     assert steps / values["eval_every"] >= 12                 # a curve with at least 12 points
     assert values["eval_every"] >= 10
     epoch_steps = 0.9 * chars / (values["batch_size"] * values["seq_len"])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .devices import bf16_supported, cpu_summary
+from .devices import bf16_supported, cpu_flags, cpu_summary
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -23,6 +23,12 @@ from .devices import bf16_supported, cpu_summary
 # against 1.4914 for lr 3e-3 with dropout 0.1 (five minutes are under six epochs: too few to overfit).
 CPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64, lr=5e-3,
                           precision="bf16", eval_every=250, max_minutes=5.0, cpu_threads=1)
+
+# On a 2-core Intel Xeon with AMX (`bench_threads.py`, `bench_quality.py --candidates --seconds 300`,
+# BENCHMARKS.md) two threads train this LSTM 1.34-1.41x faster than one in bf16, and in 5 minutes it
+# makes about twice the steps: dropout 0.1 reached 1.4306 nats/char, no dropout 1.4865 (overfitting
+# after half its steps), dropout 0.2 1.4617. None: torch's thread count, every core.
+AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None)
 
 # Chosen on an NVIDIA H100 by `python benchmarks/bench_quality.py --candidates --gpu-only` (15 candidates,
 # 60 s each, BENCHMARKS.md): at these speeds a minute is ~60 epochs of tiny Shakespeare, so the winner
@@ -44,6 +50,11 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
         return dict(GPU_DEFAULTS), (f"GPU defaults on {name}: LSTM 768x3 with dropout 0.6, batch 128 x 256, "
                                     "bf16, a minute (the best of 15 candidates in 60 s on an H100)")
     settings = dict(CPU_DEFAULTS)
+    if cpu_has_amx():
+        settings.update(AMX_CPU_CHANGES)
+        return settings, (f"CPU defaults for {cpu_summary()}: it has AMX bf16 units, so bf16 autocast on all "
+                          "cores (1.34x one thread there) and dropout 0.1 (such a CPU trains about twice the "
+                          "steps in 5 minutes, and without dropout overfits); LSTM 256x2, batch 32 x 64")
     if bf16_supported("cpu"):
         why = "it has bf16 units, so bf16 autocast, which trains this LSTM faster than fp32 there"
     else:
@@ -51,6 +62,11 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
         why = "it has no bf16 units (bf16 would be emulated, slower than fp32), so fp32"
     return settings, (f"CPU defaults for {cpu_summary()}: {why}; LSTM 256x2, batch 32 x 64, one thread "
                       "(measured faster than two on 2 cores)")
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX bf16 tiles (as /proc/cpuinfo says)."""
+    return "amx_bf16" in cpu_flags()
 
 
 def recommended_settings(device: str = "auto") -> dict:
@@ -85,6 +101,8 @@ class Proposal:
 # Measured on the 2-core CPU (BENCHMARKS.md, "Proposed settings"): the trainer's steps a second at
 # the batch shapes proposed below. Used only to say what a time budget means in epochs.
 CPU_STEPS_PER_S = {"tiny": 90.0, "small": 8.5}
+# the small LSTM with AMX_CPU_CHANGES on a 2-core Xeon with AMX: 8,334 steps in 300 s (tiny not measured there)
+AMX_SMALL_STEPS_PER_S = 27.0
 GPU_STEPS_PER_S = 29.0         # the GPU defaults on an H100: 1,731 steps in their minute (BENCHMARKS.md)
 SHORT_TEXT_CHARS = 50_000      # below: a tiny model, small batches, strong regularisation
 MEDIUM_TEXT_CHARS = 500_000    # below: the CPU model with more dropout and early stopping
@@ -114,6 +132,8 @@ def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
     tokens_per_step = values["batch_size"] * values["seq_len"]
     epoch_steps = max(1.0, train_chars / tokens_per_step)
     rate = GPU_STEPS_PER_S if on_gpu else CPU_STEPS_PER_S.get(values.get("preset", "small"), CPU_STEPS_PER_S["small"])
+    if not on_gpu and values.get("preset") == "small" and cpu_has_amx():
+        rate = AMX_SMALL_STEPS_PER_S
     budget_steps = rate * 60 * values["max_minutes"]
     if not on_gpu:
         # every two epochs, but at least 12 evaluations in the budget (a curve to read; each costs a pass over
