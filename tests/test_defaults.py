@@ -23,6 +23,7 @@ def test_cpu_defaults_follow_the_cpus_bf16_units(monkeypatch, has_bf16, precisio
 def test_a_cpu_with_amx_trains_on_every_core_with_dropout(monkeypatch):
     """Measured on a 2-core Xeon with AMX: two threads 1.34x one, and twice the steps need dropout."""
     monkeypatch.setattr(defaults, "cpu_flags", lambda: ("avx2", "avx512_bf16", "amx_tile", "amx_bf16"))
+    monkeypatch.setattr(defaults, "bf16_supported", lambda device: True)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some Xeon (amx_bf16)")
     settings, reason = defaults_for("cpu")
     assert (settings["precision"], settings["dropout"], settings["cpu_threads"]) == ("bf16", 0.1, None)

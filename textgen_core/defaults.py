@@ -50,7 +50,7 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
         return dict(GPU_DEFAULTS), (f"GPU defaults on {name}: LSTM 768x3 with dropout 0.6, batch 128 x 256, "
                                     "bf16, a minute (the best of 15 candidates in 60 s on an H100)")
     settings = dict(CPU_DEFAULTS)
-    if cpu_has_amx():
+    if bf16_supported("cpu") and cpu_has_amx():
         settings.update(AMX_CPU_CHANGES)
         return settings, (f"CPU defaults for {cpu_summary()}: it has AMX bf16 units, so bf16 autocast on all "
                           "cores (1.34x one thread there) and dropout 0.1 (such a CPU trains about twice the "
