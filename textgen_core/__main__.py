@@ -19,4 +19,15 @@ signal.signal(signal.SIGINT, _interrupted_while_loading)
 from .cli import main  # noqa: E402  (a second or two: torch, safetensors, huggingface_hub)
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.exit(main())
+code = main()
+# The command is over and its files are written. A late Ctrl-C (the second of a quick double press)
+# must not turn that exit into a KeyboardInterrupt during shutdown: it ends the process with 130.
+signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+    # A torchrun rank: its process group is closed, and leaving through the interpreter's shutdown
+    # has aborted a rank in C++ ("terminate called without an active exception") while destroying
+    # the group's threads. Leave at once instead, with the output flushed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+sys.exit(code)
