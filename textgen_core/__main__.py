@@ -23,7 +23,9 @@ code = main()
 # The command is over and its files are written. A late Ctrl-C (the second of a quick double press)
 # must not turn that exit into a KeyboardInterrupt during shutdown: it ends the process with 130.
 signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
-if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+from .distributed import launched_world_size  # noqa: E402
+
+if launched_world_size() > 1:
     # A torchrun rank: its process group is closed, and leaving through the interpreter's shutdown
     # has aborted a rank in C++ ("terminate called without an active exception") while destroying
     # the group's threads. Leave at once instead, with the output flushed.

@@ -56,10 +56,10 @@ class Distributed:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device: str = "auto") -> "Distributed":
+    def from_env(cls, device: str = "auto") -> Distributed:
         """This process's place, from torchrun's environment; joins the process group when there
         are several processes (once per process)."""
-        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        world = launched_world_size()
         if world <= 1:
             return cls()
         import torch.distributed as dist
@@ -161,3 +161,8 @@ def take_failure_note(folder: Optional[Path]) -> Optional[dict]:
         return None
     path.unlink(missing_ok=True)
     return note
+
+
+def launched_world_size() -> int:
+    """How many processes torchrun started for this training (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)

@@ -195,12 +195,17 @@ def _check_new_target(out_dir: Path, contents: FolderContents, overwrite: bool) 
                           "names are replaced, nothing else is touched)")
 
 
+def _reserved_files(lock: Optional[FolderLock]) -> frozenset[str]:
+    """What a job that holds ``lock`` already wrote into its folder: its waiting status."""
+    return frozenset({STATUS_FILE}) if lock is not None and lock.held else frozenset()
+
+
 def _take_folder(out_dir: Path, resume: bool, overwrite: bool, lock: Optional[FolderLock] = None) -> FolderLock:
     """Lock the output folder (or use ``lock``, already held on it) and make it ready for the run."""
     # A lock held already is a job's reservation: its status.json says the run waits, and stays until
     # the run's own first status replaces it (without it the folder would vanish from the run lists
     # while the run is prepared).
-    keep = frozenset({STATUS_FILE}) if lock is not None and lock.held else frozenset()
+    keep = _reserved_files(lock)
     if lock is None or not lock.held:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -287,8 +292,7 @@ def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: 
     else:
         contents = inspect_folder(out_dir)
         _check_new_target(out_dir, contents, overwrite)
-        reserved = {STATUS_FILE} if lock is not None and lock.held else set()   # a job's waiting status
-        if contents.ours - reserved and not contents.has_checkpoint:
+        if contents.ours - _reserved_files(lock) and not contents.has_checkpoint:
             notes.append(f"{out_dir} held a run that stopped before its first checkpoint; starting it again")
     tokenizer, config = (_saved_run(corpus, settings, out_dir, notes) if resume else
                          _new_run(corpus, settings))
