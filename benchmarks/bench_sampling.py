@@ -6,9 +6,13 @@ Variants, timed interleaved in one process (A, B, C, C, B, A, ...), medians repo
   no_onednn the same loop inside torch.backends.mkldnn.flags(enabled=False) (the sampler's old path)
   unfused   (CPU) sample_ids with the fused step and draw turned off: the module's kernels step by
             step (torch.lstm / torch.gru) and torch.multinomial, what the sampler did before
+  fused     (CPU, batch 1) sample_ids with the compiled loop turned off: fused_step.FusedRnnStep's
+            steps and the draw called from Python
   project   textgen_core.sampling.sample_ids as shipped: on the CPU at batch 1 a GRU/LSTM steps through
-            fused_step.FusedRnnStep (the same bits, fewer ops); on a GPU, GRU/LSTM steps in chunks of 32
-            replayed as CUDA graphs (graphed_sampling.py), the ids read back once per chunk
+            the compiled loop (native_step.py, the fused step's ops in C++, the same ids) where it is
+            built, else through fused_step.FusedRnnStep (the same bits, fewer ops); on a GPU, GRU/LSTM
+            steps in chunks of 32 replayed as CUDA graphs (graphed_sampling.py), the ids read back once
+            per chunk
   api       (CPU, batch 1) tg.generate with a 65-character tokenizer: the text, decoding included
 On a CUDA machine the same table is measured on the GPU (named in the output), for the 2x256 models
 and the large preset (1024x2); without one the GPU rows are skipped with a line saying so. The GPU's
@@ -29,7 +33,7 @@ from common import describe, emit, interleave, machine, median, ratios, sync, ta
 import torch
 
 import textgen_core as tg
-from textgen_core import fused_step, sampling
+from textgen_core import fused_step, native_step, sampling
 from textgen_core.models import ModelConfig, build_model
 from textgen_core.sampling import SamplingOptions, sample_ids
 from textgen_core.tokenizers import CharTokenizer
@@ -78,6 +82,15 @@ def unfused():
         sampling._fused_step, fused_step.draw = saved
 
 
+def fused_project(model, batch: int, length: int) -> float:
+    saved = native_step.available
+    native_step.available = lambda **kwargs: False
+    try:
+        return project(model, batch, length)
+    finally:
+        native_step.available = saved
+
+
 def unfused_project(model, batch: int, length: int) -> float:
     with unfused():
         return project(model, batch, length)
@@ -106,6 +119,8 @@ def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str,
             if device.type == "cpu":
                 runs["no_onednn"] = lambda: eager_loop(model, batch, length, onednn=False)
                 runs["unfused"] = lambda: unfused_project(model, batch, length)
+                if batch == 1:
+                    runs["fused"] = lambda: fused_project(model, batch, length)
             runs["project"] = lambda: project(model, batch, length)
             if device.type == "cpu" and batch == 1:
                 bundle = char_bundle(model)
@@ -122,6 +137,8 @@ def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str,
             if "no_onednn" in values:
                 row["project_vs_no_onednn"] = median(ratios(values["project"], values["no_onednn"]))
                 row["project_vs_unfused"] = median(ratios(values["project"], values["unfused"]))
+            if "fused" in values:
+                row["project_vs_fused"] = median(ratios(values["project"], values["fused"]))
             rows.append(row)
             print(f"  {device.type} {arch} batch {batch}: " + ", ".join(
                 f"{k} {median(v):,.0f}" for k, v in values.items()), flush=True)
@@ -149,12 +166,14 @@ def main() -> None:
     print("tokens/s: median of the interleaved runs (best run in brackets); ratios: median of adjacent pairs")
     best = lambda r, name: (f"{r[name + '_tok_s']:,.0f} ({r[name + '_best_tok_s']:,.0f})"  # noqa: E731
                             if name + "_tok_s" in r else "-")
-    print(table(["device", "model", "batch", "eager tok/s", "no oneDNN tok/s", "unfused tok/s", "project tok/s",
-                 "api chars/s", "project / eager", "project / unfused"],
+    print(f"compiled loop: {'in use' if native_step.available(build_in_background=False) else 'not in use'}"
+          f"{' (' + native_step.reason() + ')' if native_step.reason() else ''}")
+    print(table(["device", "model", "batch", "eager tok/s", "no oneDNN tok/s", "unfused tok/s", "fused tok/s",
+                 "project tok/s", "api chars/s", "project / eager", "project / unfused", "project / fused"],
                 [(r["device"] if r["device"] == "cpu" else info.get("gpu", "cuda"),
                   f"{r['arch']} {r['layers_x_hidden']}", r["batch"], best(r, "eager"), best(r, "no_onednn"),
-                  best(r, "unfused"), best(r, "project"), best(r, "api"), r["project_vs_eager"],
-                  r.get("project_vs_unfused", float("nan")))
+                  best(r, "unfused"), best(r, "fused"), best(r, "project"), best(r, "api"), r["project_vs_eager"],
+                  r.get("project_vs_unfused", float("nan")), r.get("project_vs_fused", float("nan")))
                  for r in rows]))
     api_rates = {f"cpu_{r['arch']}_api_batch1_chars_s": r["api_tok_s"] for r in rows if "api_tok_s" in r}
     batch1 = {f"{r['device']}_{r['arch']}_batch1_tok_s": r["project_tok_s"] for r in rows

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -195,6 +196,8 @@ def new_environment(tmp_path: Path, wheel: Path) -> Path:
 @pytest.mark.slow
 def test_the_wheel_installed_elsewhere_lists_samples_and_trains(tmp_path):
     wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:   # the sampling loop native_step compiles where it is installed
+        assert "textgen_core/native/rnn_sampler.cpp" in archive.namelist()
     venv = new_environment(tmp_path, wheel)
     work = tmp_path / "work"
     work.mkdir()

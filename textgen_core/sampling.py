@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 import torch
 
+from . import native_step
 from .devices import onednn_off
 from .errors import ConfigError
 from .models import LanguageModel
@@ -430,6 +431,9 @@ def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, op
     if banned_ids:   # the prompt's logits; the step's own carry -inf there already
         last = last.clone()
         last[:, list(banned_ids)] = float("-inf")
+    if native_step.available():   # the same loop compiled: the same ids
+        yield from _sample_native(fused, last, state, options, generator)
+        return
     pick = _fast_picker(options, generator, last.shape[-1])
     threads = torch.get_num_threads()
     for step in range(options.length):
@@ -444,6 +448,29 @@ def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, op
                     torch.set_num_threads(threads)
             else:
                 last = fused.step(int(next_ids))   # finite by construction (fused_step.MAX_WEIGHT)
+
+
+def _sample_native(fused, last: torch.Tensor, state, options: SamplingOptions,
+                   generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """``_sample_fused``'s loop in C++ (``native_step``), ``native_step.CHUNK`` tokens a call, each call
+    on one thread; the ids are yielded one at a time as the eager loop yields them."""
+    sampler = native_step.NativeSampler(fused, options.temperature, options.top_k, active_top_p(options),
+                                        generator)
+    sampler.load_state(state)
+    threads = torch.get_num_threads()
+    first: Optional[torch.Tensor] = last
+    for start in range(0, options.length, native_step.CHUNK):
+        steps = min(native_step.CHUNK, options.length - start)
+        feed_last = start + steps < options.length   # the last token needs no step
+        if threads > 1:   # one thread for the call only: code between chunks keeps its threads
+            torch.set_num_threads(1)
+        try:
+            ids = sampler.sample(first, steps, feed_last)                        # (steps,)
+        finally:
+            if threads > 1:
+                torch.set_num_threads(threads)
+        first = None
+        yield from ids.split(1)                                                  # (1,) each
 
 
 @torch.inference_mode()

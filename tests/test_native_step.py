@@ -1,0 +1,134 @@
+"""The compiled batch-1 sampling loop (native_step, native/rnn_sampler.cpp) gives the eager fused step's
+logits bit for bit and the ids the sampler drew before it; without a compiler or a library the
+sampler falls back to the eager loop with a reason."""
+from __future__ import annotations
+
+import pytest
+import torch
+from test_fused_step import reference_ids, rnn_model
+
+import textgen_core as tg
+from textgen_core import native_step, sampling
+from textgen_core.fused_step import FusedRnnStep
+from textgen_core.sampling import SamplingOptions, sample_ids
+
+
+@pytest.fixture(scope="module")
+def native():
+    if native_step.compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the sampler uses the eager loop")
+    assert native_step.load(wait=True), native_step.reason()
+    return native_step
+
+
+def eager_ids(monkeypatch, model, prompt, options, banned=(0,)) -> list[int]:
+    with monkeypatch.context() as patch:
+        patch.setattr(native_step, "available", lambda **kwargs: False)
+        return [int(i) for i in sample_ids(model, prompt, options, banned_ids=banned)]
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+# 37 and 21: widths no vector length divides; 3 layers: a middle one
+@pytest.mark.parametrize("vocab, hidden, layers, embedding", [(40, 48, 2, None), (300, 37, 3, 21), (65, 64, 1, 16)])
+def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, arch, vocab, hidden, layers,
+                                                                       embedding):
+    model = rnn_model(arch, vocab, hidden, layers, embedding)
+    generator = torch.Generator().manual_seed(2)
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        _, state = model(torch.tensor([[1, 2, 3]]))
+        fused = FusedRnnStep(model)
+        fused.load_state(state)
+        loop = native.NativeSampler(fused, 1.0, None, None, torch.Generator())
+        loop.load_state(state)
+        for token in torch.randint(0, vocab, (200,), generator=generator).tolist():
+            logits, state = model(torch.tensor([[token]]), state)
+            got = loop.step_logits(token)
+            assert torch.equal(got, fused.step(token))
+            assert torch.equal(got, logits[:, -1, :])
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+@pytest.mark.parametrize("settings", [dict(temperature=0.8), dict(temperature=1.3, top_k=5),
+                                      dict(temperature=1.0, top_p=0.9), dict(temperature=0.7, top_k=3, top_p=0.8),
+                                      dict(temperature=0)])
+def test_the_compiled_loop_draws_the_ids_the_sampler_drew_before(native, monkeypatch, arch, settings):
+    model = rnn_model(arch)
+    options = SamplingOptions(length=300, seed=7, **settings)
+    ids = [int(i) for i in sample_ids(model, [1, 2, 3], options, banned_ids=(0,))]
+    assert ids == reference_ids(model, [1, 2, 3], options, (0,))
+    assert ids == eager_ids(monkeypatch, model, [1, 2, 3], options)
+    assert 0 not in ids
+
+
+@pytest.mark.parametrize("length", [0, 1, native_step.CHUNK - 1, native_step.CHUNK, native_step.CHUNK + 1,
+                                    3 * native_step.CHUNK + 5])
+def test_every_length_across_chunk_edges_gives_the_same_ids(native, monkeypatch, length):
+    model = rnn_model("lstm")
+    options = SamplingOptions(length=length, seed=3)
+    ids = [int(i) for i in sample_ids(model, [4, 5], options, banned_ids=(0,))]
+    assert len(ids) == length
+    assert ids == eager_ids(monkeypatch, model, [4, 5], options)
+
+
+def test_a_bundled_model_writes_the_same_text_with_and_without_the_compiled_loop(native, monkeypatch):
+    bundle = tg.load("shakespeare-char-lstm")
+    calls = []
+    real = sampling._sample_native
+    monkeypatch.setattr(sampling, "_sample_native", lambda *args: calls.append(1) or real(*args))
+    text = tg.generate(bundle, "ROMEO:", length=300, seed=4)[0]
+    assert calls, "the compiled loop was not used"
+    monkeypatch.setattr(native_step, "available", lambda **kwargs: False)
+    assert tg.generate(bundle, "ROMEO:", length=300, seed=4)[0] == text
+
+
+def test_the_switch_turns_the_compiled_loop_off(monkeypatch):
+    monkeypatch.setenv(native_step.SWITCH_ENV, "0")
+    assert not native_step.available()
+    monkeypatch.setattr(sampling, "_sample_native", lambda *args: pytest.fail("the compiled loop ran"))
+    assert len(list(sample_ids(rnn_model("gru"), [1, 2], SamplingOptions(length=40, seed=1)))) == 40
+
+
+def test_without_a_compiler_the_build_says_so_and_sampling_uses_the_eager_loop(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv(native_step.DIR_ENV, str(tmp_path / "native"))
+    assert native_step.compiler() is None and native_step.library_path() is None
+    with pytest.raises(RuntimeError, match="no C.. compiler found"):
+        native_step.build()
+    assert native_step._main([]) == 1 and native_step._main(["--optional"]) == 0
+
+
+def test_a_failed_build_reports_the_compiler_and_leaves_no_library(monkeypatch, tmp_path):
+    failing = tmp_path / "bin" / "c++"
+    failing.parent.mkdir()
+    failing.write_text("#!/bin/sh\necho 'cc1plus: fatal error: out of memory' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CXX", str(failing))
+    monkeypatch.setenv(native_step.DIR_ENV, str(tmp_path / "native"))
+    with pytest.raises(RuntimeError, match="the C.. build failed: cc1plus: fatal error: out of memory"):
+        native_step.build()
+    assert [p.name for p in (tmp_path / "native").iterdir()] == ["build.lock"]   # no half-written library
+
+
+def test_the_library_is_named_by_its_source_torch_and_compiler(native, monkeypatch, tmp_path):
+    path = native_step.library_path()
+    assert path.exists() and path.parent == native_step.build_dir()
+    monkeypatch.setattr(native_step, "_source_bytes", lambda: b"// another source")
+    assert native_step.library_path() != path
+
+
+def test_a_damaged_library_is_refused_with_a_reason(tmp_path):
+    damaged = tmp_path / "rnn_sampler-damaged.so"
+    damaged.write_bytes(b"not a shared library")
+    assert native_step._load(damaged) is False
+    assert "did not load" in native_step.reason()
+
+
+def test_a_folder_that_cannot_be_written_is_named(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the folder would be")
+    monkeypatch.setenv(native_step.DIR_ENV, str(blocked / "native"))
+    if native_step.compiler() is None:
+        pytest.skip("no C++ compiler on this machine")
+    with pytest.raises(RuntimeError, match=f"cannot write the compiled loop into {blocked / 'native'}"):
+        native_step.build()
