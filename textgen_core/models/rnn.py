@@ -33,5 +33,7 @@ class RNNLanguageModel(LanguageModel):
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
         cfg = self.config
-        h = torch.zeros(cfg.layers, batch, cfg.hidden, device=device or self.device)
-        return (h, torch.zeros_like(h)) if cfg.arch == "lstm" else h
+        # torch.zeros, not zeros_like: zeros_like on the meta device (sampling's memory estimate) imports
+        # torch's meta kernels, about 0.3 s at a process's first sampling
+        zeros = lambda: torch.zeros(cfg.layers, batch, cfg.hidden, device=device or self.device)  # noqa: E731
+        return (zeros(), zeros()) if cfg.arch == "lstm" else zeros()
