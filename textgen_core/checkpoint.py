@@ -27,9 +27,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import ModelFolderError, TextgenError, UnsafeFileError, WriteError
-from .files import (MAX_CONFIG_BYTES, MAX_STATE_BYTES, STALE_TMP_AGE_S, atomic_write,  # noqa: F401
-                    atomic_write_text, dumps, fsync_folder, inside, read_json, remove_stale_temps,
-                    temp_pattern, write_failure, write_json)
+from .files import (  # noqa: F401
+    MAX_CONFIG_BYTES,
+    MAX_STATE_BYTES,
+    STALE_TMP_AGE_S,
+    atomic_write,
+    atomic_write_text,
+    dumps,
+    fsync_folder,
+    inside,
+    read_json,
+    remove_stale_temps,
+    temp_pattern,
+    write_failure,
+    write_json,
+)
 
 RESUME_TENSORS = "resume.safetensors"
 RESUME_STATE = "resume.json"

@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Optional, cast
 
 from tqdm import tqdm
 
@@ -123,7 +123,8 @@ class _Progress:
     """tqdm bar fed by trainer events; evaluations are printed as lines above it."""
 
     def __init__(self, total: Optional[int], initial: int = 0) -> None:
-        self.total, self.initial, self.bar, self.val = total, initial, None, ""
+        self.total, self.initial, self.val = total, initial, ""
+        self.bar: Optional[tqdm] = None
 
     def __call__(self, event) -> None:
         if self.bar is None:  # created on the first event, so early errors print alone
@@ -201,6 +202,7 @@ def _train_follower(run: PreparedRun) -> int:
     stop = threading.Event()
     with interrupts_stop(stop):
         end = run.trainer.fit(stop).end
+    assert end is not None   # fit always ends with its TrainingEnded
     if end.reason == "out_of_memory":   # its own failure: say it here too, rank 0 reports it as well
         print(f"error (rank {run.trainer.dist.rank}): {end.message}", file=sys.stderr)
         return 2
@@ -222,6 +224,7 @@ def _train_prepared(run: PreparedRun, out: str) -> int:
         finally:
             progress.close()  # an error then prints on a line of its own
     end = result.history.end
+    assert end is not None   # execute returns a finished run
     print(end.message)
     print(f"saved to {out} ({result.bundle.model.num_parameters():,} parameters)")
     if end.reason == "peer_failed":
@@ -341,7 +344,8 @@ def run_recipe(args: argparse.Namespace) -> int:
     for run, result in results:
         text = api.generate(result.bundle, item.prompt, length=200, temperature=0.8, seed=1)[0]
         print(f"\n=== {run.label} (temperature 0.8, seed 1) ===\n{text}")
-    return 130 if results and results[-1][1].history.end.reason == "stopped" else 0
+    # run_recipe returns finished runs: each history ends with its TrainingEnded
+    return 130 if results and cast(TrainingEnded, results[-1][1].history.end).reason == "stopped" else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

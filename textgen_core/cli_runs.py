@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise ConfigError(f"deleting {record.name} needs --yes (there is no terminal to ask)")
-        answer = input(f"delete {record.display_name} ({record.path}, {size_text(Workspace(record.path).disk_usage())})? [y/N] ")
+        answer = input(f"delete {record.display_name} ({record.path}, "
+                       f"{size_text(Workspace(record.path).disk_usage())})? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("kept")
             return 0

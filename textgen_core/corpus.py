@@ -10,10 +10,10 @@ from __future__ import annotations
 import codecs
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
 
 from charset_normalizer import from_bytes
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import codecs
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
-from .corpus import _CONTROL, MAX_CONTROL_SHARE, MIN_CHARS, _SAVE_AS_TEXT, Corpus, detect_encoding, read_file
+from .corpus import _CONTROL, _SAVE_AS_TEXT, MAX_CONTROL_SHARE, MIN_CHARS, Corpus, detect_encoding, read_file
 from .data import line_pieces
 from .errors import CorpusError, UnsafeFileError
 from .files import _open_regular

@@ -10,6 +10,7 @@ from .errors import ConfigError, CorpusError
 
 if TYPE_CHECKING:
     from .tokenizers import Tokenizer
+    from .tokens import TokenStore
 
 
 def id_dtype(vocab_size: int) -> torch.dtype:
@@ -58,7 +59,7 @@ def encode_ids(tokenizer: "Tokenizer", text: str, chunk_chars: int = ENCODE_CHUN
 
 @dataclass
 class TokenSplit:
-    train: torch.Tensor  # (N_train,) ids, the first part of the text
+    train: torch.Tensor | TokenStore  # (N_train,) ids, the first part of the text; a token file: its store
     val: torch.Tensor    # (N_val,) ids, the last part: never seen in training
 
 
@@ -82,7 +83,7 @@ def split_ids(ids: torch.Tensor, val_fraction: float, seq_len: int) -> TokenSpli
     return TokenSplit(train=ids[:n_train], val=ids[n_train:])
 
 
-def random_windows(ids: torch.Tensor, batch: int, seq_len: int, generator: torch.Generator,
+def random_windows(ids: torch.Tensor | TokenStore, batch: int, seq_len: int, generator: torch.Generator,
                    part: tuple[int, int] = (0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` random windows: inputs (B, T) and next-token targets (B, T), int64 on ids' device.
 

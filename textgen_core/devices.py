@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -101,8 +102,8 @@ def onednn_off() -> Iterator[None]:
     global _onednn_off_blocks, _onednn_found
     with _onednn_lock:
         if _onednn_off_blocks == 0:
-            _onednn_found = torch.backends.mkldnn.enabled
-            torch.backends.mkldnn.enabled = False
+            _onednn_found = cast(bool, torch.backends.mkldnn.enabled)   # torch annotates it as a ContextProp
+            torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
         _onednn_off_blocks += 1
     try:
         yield
@@ -110,4 +111,4 @@ def onednn_off() -> Iterator[None]:
         with _onednn_lock:
             _onednn_off_blocks -= 1
             if _onednn_off_blocks == 0:
-                torch.backends.mkldnn.enabled = _onednn_found
+                torch.backends.mkldnn.enabled = _onednn_found  # type: ignore[assignment]

@@ -20,8 +20,9 @@ import re
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .errors import TextgenError, UnsafeFileError, WriteError
 
@@ -185,9 +186,10 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
-_ERRNO_WORDS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                errno.EROFS: "the folder is on a read-only file system", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied", errno.EFBIG: "the file is larger than this system allows"}
+_ERRNO_WORDS: dict[Optional[int], str] = {
+    errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the folder is on a read-only file system", errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied", errno.EFBIG: "the file is larger than this system allows"}
 
 
 def write_failure(path: Path, exc: BaseException) -> WriteError:
@@ -213,7 +215,8 @@ def remove_stale_temps(path: Path, older_than_s: float = STALE_TMP_AGE_S) -> lis
     Only names of ``temp_pattern(path)`` are touched, and only when older than ``older_than_s``, so
     that a save of the same file still running elsewhere keeps its temporary file.
     """
-    pattern, removed = temp_pattern(path), []
+    pattern = temp_pattern(path)
+    removed: list[Path] = []
     cutoff = time.time() - older_than_s
     try:
         candidates = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name)]
@@ -229,7 +232,7 @@ def remove_stale_temps(path: Path, older_than_s: float = STALE_TMP_AGE_S) -> lis
     return removed
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)``, fsync it, then rename it over ``path``; then remove the temporary
     files that earlier, interrupted saves of ``path`` left. A failure leaves ``path`` as it was and
     raises WriteError (full disk, read-only folder) naming the file."""

@@ -18,16 +18,21 @@ out the validity checks that finite probabilities always pass: the same ids.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeGuard, cast
+
 import torch
 
 from .models.base import LanguageModel
+
+if TYPE_CHECKING:
+    from .models.rnn import RNNLanguageModel
 
 # The first layer's projections kept for the ids seen, at most this many bytes of them (a 32k-piece
 # vocabulary at 4 x 1024 floats would be 512 MB): ids beyond it are multiplied at every step.
 MAX_TABLE_BYTES = 64_000_000
 
 
-def fused_step_supported(model: LanguageModel) -> bool:
+def fused_step_supported(model: LanguageModel) -> TypeGuard[RNNLanguageModel]:
     """A plain GRU/LSTM language model of the project's class in eval mode on the CPU, fp32, one
     direction, no projections, no hooks (``sampling.plain_rnn_in_eval``)."""
     from .sampling import plain_rnn_in_eval
@@ -103,12 +108,13 @@ class FusedRnnStep:
         """Copy a forward pass's state (h or (h, c), each (L, 1, H)) into the buffers."""
         h, c = state if self.lstm else (state, None)
         self.h_state.copy_(h)
-        if c is not None:
-            self.c_state.copy_(c)
+        if c is not None:   # an LSTM's: its c_state is a buffer
+            cast(torch.Tensor, self.c_state).copy_(c)
 
     def state(self):
         """The current state as a forward pass returns it (new tensors)."""
-        return (self.h_state.clone(), self.c_state.clone()) if self.lstm else self.h_state.clone()
+        return ((self.h_state.clone(), cast(torch.Tensor, self.c_state).clone()) if self.lstm else
+                self.h_state.clone())
 
     def _input_projection(self, layer: int, token_id: int) -> torch.Tensor:
         if layer == 0:

@@ -19,7 +19,8 @@ import os
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Iterator, Optional
+from collections.abc import Iterator
+from typing import Optional, cast
 
 import torch
 
@@ -79,7 +80,7 @@ class ChunkedSampler:
 
     def run_chunk(self) -> None:
         """The recorded work; called directly, it runs the same steps eagerly."""
-        model = self.model_ref()
+        model = cast(LanguageModel, self.model_ref())   # alive: its generation holds it
         for k in range(self.chunk):
             self.finite.logical_and_(torch.isfinite(self.logits).all())         # NaN logits: broken weights
             next_ids = self._pick(self.logits, self.noise[k])                   # (B,)
@@ -131,8 +132,7 @@ class ChunkedSampler:
             ids = self.out.cpu()                     # (K, B): waits for the chunk, once
             if not bool(self.finite):
                 raise not_finite_error()
-            for row in ids[:remaining]:
-                yield row
+            yield from ids[:remaining]
             remaining -= len(ids)
 
 

@@ -14,9 +14,10 @@ import re
 import shutil
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from urllib.parse import urlparse
 
 import torch
@@ -477,7 +478,8 @@ def download(repo_id: str, revision: Optional[str] = None, cache_dir: Optional[s
     from huggingface_hub import HfApi, constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    kwargs = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=HUB_FILE_PATTERNS)
+    kwargs: dict[str, Any] = dict(repo_id=repo_id, revision=revision, cache_dir=cache_dir,
+                                  allow_patterns=HUB_FILE_PATTERNS)
     try:
         return Path(snapshot_download(local_files_only=True, **kwargs))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
@@ -566,7 +568,7 @@ def _upload_bytes(folder: Path) -> int:
 
 def _network_reason(exc: BaseException) -> Optional[str]:
     """In words, why a connection to the Hub failed (None: the failure is not a connection's)."""
-    seen = exc
+    seen: Optional[BaseException] = exc
     while seen is not None:
         if isinstance(seen, socket.gaierror):
             return "its name cannot be looked up: this machine seems to be offline, or HF_ENDPOINT is wrong"

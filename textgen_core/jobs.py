@@ -21,16 +21,17 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .card import hardware_name
 from .checkpoint import has_checkpoint, read_state
 from .corpus import Corpus
 from .errors import ConfigError, TextgenError
-from .hub import Bundle
 from .files import write_failure
+from .hub import Bundle
 from .outdir import MANIFEST_FILE, RUN_FILES, FolderLock, claim, inspect_folder, remove_own_files
 from .runs import CHECKPOINT_DIR, PreparedRun, RunSettings, execute, prepare_run
 from .status import read_timeline, write_failed, write_waiting
@@ -76,7 +77,9 @@ class ThinnedSeries:
 
     def __init__(self, max_points: int = 400) -> None:
         self.max_points = max(4, max_points)
-        self.stride, self.count, self.kept, self.last = 1, 0, [], None
+        self.stride, self.count = 1, 0
+        self.kept: list[dict] = []
+        self.last: Optional[dict] = None
 
     def append(self, point: dict) -> None:
         if self.count % self.stride == 0:
@@ -188,7 +191,8 @@ class TrainingJob:
         self._evals = ThinnedSeries(max(1000, self._max_chart_points))
         self._best: Optional[dict] = None
         self._last: Optional[dict] = None
-        self._sample, self._sample_step = "", None
+        self._sample = ""
+        self._sample_step: Optional[int] = None
         self._end: Optional[TrainingEnded] = None
         self._total_steps: Optional[int] = None
         self._chars_per_token = 1.0
@@ -438,6 +442,7 @@ class TrainingJob:
                 return
             raise
         end = result.history.end
+        assert end is not None   # execute returns a finished run
         with self._lock:
             self._bundle = result.bundle
             self._status = STOPPED if end.reason == "stopped" else FINISHED
@@ -474,6 +479,7 @@ class TrainingJob:
         with self._lock:
             self._record(_point(event))
             if isinstance(event, TrainProgress):
+                assert self._last_clock is not None   # _record just set it
                 self._event_clocks = [*self._event_clocks[-5:], self._last_clock]
         run = self._run
         sample = run.recorder.last_sample if run is not None and run.recorder is not None else None

@@ -78,7 +78,8 @@ def step_floats(config: ModelConfig, batch: int, seq_len: int) -> float:
     backward needs of each layer, the logits, log-softmax and their two gradients (4 x vocab), the
     token ids; plus what grows with the sequence rather than the tokens."""
     H, L, E, V = config.hidden, config.layers, config.embedding, config.vocab_size
-    per_token, per_sequence = 4 * V + 6, 0.0
+    per_token: float = 4 * V + 6
+    per_sequence = 0.0
     if config.arch == "gru":      # CPU GRU cells: 3 gates, reset-scaled state, clones for in-place ops
         per_token += 9.5 * H * L + 2 * H + 3 * E
     elif config.arch == "lstm":   # oneDNN's LSTM workspace (4 gates, cell, outputs) and the layer inputs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .corpus import Corpus, read_file, read_text
 from .errors import ConfigError, CorpusError
@@ -57,7 +57,7 @@ class Recipe:
 
 
 def _train(**values) -> TrainConfig:
-    base = dict(weight_decay=0.0, warmup_steps=0, min_lr_ratio=1.0, grad_clip=0.0)  # plain Adam
+    base: dict[str, Any] = dict(weight_decay=0.0, warmup_steps=0, min_lr_ratio=1.0, grad_clip=0.0)  # plain Adam
     base.update(values)
     return TrainConfig(**base)
 
@@ -183,7 +183,8 @@ def load_corpus(item: Recipe, data_dir: Optional[Path] = None) -> Corpus:
     if item.corpus.startswith("inline:"):
         corpus = read_text(ML_PARAGRAPH.encode(), name="ml-paragraph.txt", min_chars=2)
     else:
-        directory = Path(data_dir or os.environ.get("TEXTGEN_DATA_DIR", SHARED_DATA))
+        from_env: str | Path = os.environ.get("TEXTGEN_DATA_DIR", SHARED_DATA)
+        directory = Path(data_dir or from_env)
         path = directory / item.corpus
         if not path.is_file():
             raise CorpusError(f"recipe '{item.name}' needs {item.corpus}, which is not in {directory}; "
@@ -218,6 +219,7 @@ def run_recipe(item: Recipe, out_dir: str | Path, max_minutes: Optional[float] =
                              callbacks=callbacks, name=f"{item.name}-{run.label}",
                              command=f"python -m textgen_core recipe {item.name} --runs {run.label}")
         results.append((run, result))
+        assert result.history.end is not None   # train_model returns a finished run
         if result.history.end.reason == "stopped":  # Ctrl-C (or a stop request) ends the whole recipe
             break
     return results

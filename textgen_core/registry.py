@@ -12,7 +12,8 @@ import math
 import os
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from .errors import ConfigError
 from .jobs import QUEUED, RUNNING, TrainingJob

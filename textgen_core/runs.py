@@ -9,9 +9,10 @@ import contextlib
 import datetime as dt
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional, cast
 
 import torch
 
@@ -20,18 +21,27 @@ from .card import hardware_name, render_card
 from .corpus import Corpus
 from .corpus_file import FileCorpus
 from .data import TokenSplit, encode_ids, split_ids
+from .distributed import Distributed, FailedElsewhere
 from .errors import ConfigError, TextgenError, TrainingDiverged
 from .files import write_failure, write_json
 from .memory import check_memory
-from .distributed import Distributed, FailedElsewhere
 from .models import LanguageModel, ModelConfig, build_model
-from .outdir import (CHECKPOINT_DIR, RUN_FILES, FolderContents, FolderLock, claim, inspect_folder,  # noqa: F401
-                     remove_own_files, remove_temp_files)
+from .outdir import (  # noqa: F401
+    CHECKPOINT_DIR,
+    RUN_FILES,
+    FolderContents,
+    FolderLock,
+    claim,
+    inspect_folder,
+    remove_own_files,
+    remove_temp_files,
+)
 from .sampling import SamplingOptions, stream_text
 from .status import PREVIEW_CHARS, STATUS_FILE, RunRecorder, read_status
-from .tokens import split_token_file, token_file
 from .tokenizers import Tokenizer, load_tokenizer, make_tokenizer
-from .training import Event, History, TrainConfig, Trainer, resolve_device
+from .tokens import split_token_file, token_file
+from .training import Event, History, TrainConfig, Trainer, TrainingEnded, resolve_device
+
 
 @dataclass
 class RunSettings:
@@ -84,7 +94,7 @@ class PreparedRun:
     folder is written (``train_model`` does), or the folder stays refused to other runs until this
     process ends.
     """
-    corpus: Corpus
+    corpus: Corpus | FileCorpus
     settings: RunSettings
     out_dir: Path
     tokenizer: Tokenizer
@@ -102,7 +112,7 @@ class PreparedRun:
 
 
 # --- what a run is, so that a resume can check it is the same run -----------------------------------
-def run_identity(corpus: Corpus, settings: RunSettings, config: ModelConfig) -> dict:
+def run_identity(corpus: Corpus | FileCorpus, settings: RunSettings, config: ModelConfig) -> dict:
     return {"corpus": {"name": corpus.name, "chars": corpus.chars, "sha256": corpus.sha256},
             "tokenizer": {"kind": settings.tokenizer, "vocab_size": settings.vocab_size},
             "model": config.to_dict(), "val_fraction": settings.val_fraction}
@@ -119,7 +129,8 @@ def _saved_identity(out_dir: Path) -> dict:
     return {"tokenizer": {"kind": tokenizer.kind, "vocab_size": None}, "model": config, "val_fraction": None}
 
 
-def resume_differences(saved: dict, corpus: Corpus, settings: RunSettings, config: ModelConfig) -> list[str]:
+def resume_differences(saved: dict, corpus: Corpus | FileCorpus, settings: RunSettings,
+                       config: ModelConfig) -> list[str]:
     """What differs between the saved run and the one asked for, in words (empty: the same run).
 
     Budgets, learning rate, batch and the rest of the training settings may change on a resume;
@@ -228,7 +239,7 @@ def _take_folder(out_dir: Path, resume: bool, overwrite: bool, lock: Optional[Fo
         raise
 
 
-def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
+def prepare_run(corpus: Corpus | FileCorpus, settings: RunSettings, out_dir: str | Path, resume: bool = False,
                 name: Optional[str] = None, command: Optional[str] = None,
                 overwrite: bool = False, lock: Optional[FolderLock] = None,
                 timeline_chars: int = PREVIEW_CHARS, dist: Optional[Distributed] = None) -> PreparedRun:
@@ -250,8 +261,9 @@ def prepare_run(corpus: Corpus, settings: RunSettings, out_dir: str | Path, resu
     return _prepare_main(corpus, settings, out_dir, resume, name, command, overwrite, lock, timeline_chars)
 
 
-def _prepare_distributed(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
-                         command: Optional[str], overwrite: bool, dist: Distributed) -> PreparedRun:
+def _prepare_distributed(corpus: Corpus | FileCorpus, settings: RunSettings, out_dir: Path, resume: bool,
+                         name: Optional[str], command: Optional[str], overwrite: bool,
+                         dist: Distributed) -> PreparedRun:
     if dist.is_main:
         try:
             run = _prepare_main(corpus, settings, out_dir, resume, name, command, overwrite, dist=dist)
@@ -278,7 +290,7 @@ def _prepare_distributed(corpus: Corpus, settings: RunSettings, out_dir: Path, r
     return PreparedRun(corpus, settings, out_dir, tokenizer, model, trainer, name or out_dir.name, command)
 
 
-def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
+def _prepare_main(corpus: Corpus | FileCorpus, settings: RunSettings, out_dir: Path, resume: bool, name: Optional[str],
                   command: Optional[str], overwrite: bool, lock: Optional[FolderLock] = None,
                   timeline_chars: int = PREVIEW_CHARS, dist: Optional[Distributed] = None) -> PreparedRun:
     settings.train.validated()
@@ -323,13 +335,14 @@ def _prepare_main(corpus: Corpus, settings: RunSettings, out_dir: Path, resume: 
     return run
 
 
-def _new_run(corpus: Corpus, settings: RunSettings) -> tuple[Tokenizer, ModelConfig]:
+def _new_run(corpus: Corpus | FileCorpus, settings: RunSettings) -> tuple[Tokenizer, ModelConfig]:
     tokenizer = make_tokenizer(settings.tokenizer, settings.vocab_size)
     tokenizer = tokenizer.fit(corpus.text) if isinstance(corpus, Corpus) else tokenizer.fit_pieces(corpus.pieces())
     return tokenizer, settings.model_config(tokenizer.vocab_size)
 
 
-def _saved_run(corpus: Corpus, settings: RunSettings, out_dir: Path, notes: list[str]) -> tuple[Tokenizer, ModelConfig]:
+def _saved_run(corpus: Corpus | FileCorpus, settings: RunSettings, out_dir: Path,
+               notes: list[str]) -> tuple[Tokenizer, ModelConfig]:
     """The saved tokenizer and model config, once the settings are known to be the saved run's."""
     saved = _saved_identity(out_dir)
     tokenizer = load_tokenizer(out_dir)
@@ -347,7 +360,8 @@ def _saved_run(corpus: Corpus, settings: RunSettings, out_dir: Path, notes: list
 
 def finish_run(run: PreparedRun, history: History) -> RunResult:
     """Write the model folder (best weights, history, run.json, card) and return it loaded."""
-    end, trainer, tokenizer, model = history.end, run.trainer, run.tokenizer, run.model
+    # a history that fit() returned: it ends with its TrainingEnded
+    end, trainer, tokenizer, model = cast(TrainingEnded, history.end), run.trainer, run.tokenizer, run.model
     if end.best_step is None:
         error = TrainingDiverged(end.message) if end.reason == "diverged" else ConfigError(
             f"training ended before any validation ({end.message}); give it more steps")
@@ -374,7 +388,7 @@ def finish_run(run: PreparedRun, history: History) -> RunResult:
         "hardware": (f"{trainer.dist.world} x " if trainer.dist.active else "")
                     + hardware_name(trainer.device, trainer.threads),
         "precision": trainer.precision,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": run.command,
     }
     if trainer.dist.active:   # --batch-size is the global batch; each process trained on its share

@@ -9,8 +9,9 @@ import contextlib
 import math
 import numbers
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Optional, TypeGuard
 
 import torch
 
@@ -19,6 +20,9 @@ from .devices import onednn_off
 from .errors import ConfigError
 from .models import LanguageModel
 from .tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from .models.rnn import RNNLanguageModel
 
 MAX_LENGTH = 100_000   # tokens per sample; longer requests are refused, never silently cut
 MAX_SAMPLES = 256
@@ -161,7 +165,7 @@ def _has_hooks(model: torch.nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
-def plain_rnn_in_eval(model: LanguageModel, device_type: str) -> bool:
+def plain_rnn_in_eval(model: LanguageModel, device_type: str) -> TypeGuard[RNNLanguageModel]:
     """A GRU/LSTM language model of the project's own class, in eval mode on ``device_type``, with no
     hooks: its steps may run outside ``nn.Module.__call__`` (a kernel-call step, a recorded graph)."""
     from .models.rnn import RNNLanguageModel
@@ -564,7 +568,8 @@ class _IncrementalDecoder:
     """Decodes ids one at a time, holding back pieces that end inside a multi-byte character."""
 
     def __init__(self, tokenizer: Tokenizer, max_pending: int = 8) -> None:
-        self.tokenizer, self.max_pending, self.pending = tokenizer, max_pending, []
+        self.tokenizer, self.max_pending = tokenizer, max_pending
+        self.pending: list[int] = []
 
     def push(self, token_id: int) -> str:
         self.pending.append(token_id)

@@ -30,7 +30,7 @@ WAITING, RUNNING, FINISHED, STOPPED, FAILED = "waiting", "running", "finished", 
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def preview_sample(model, tokenizer, chars_per_token: float, chars: int = PREVIEW_CHARS) -> str:

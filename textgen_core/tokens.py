@@ -6,7 +6,8 @@ tokenizer's: a second run on the same text with the same tokenizer reads the fil
 tokenizing again. Training memory-maps the file and gathers each batch's windows from it; the pages
 it touched are handed back after every batch (the kernel maps whole large folios of the page cache
 around each window read: measured, resident memory otherwise grew by about 400 KB a window), so
-resident memory stays bounded however large the file is, for about 1 ms a batch. Validation reads the first ``MAX_VALIDATION_TOKENS`` of the held-out part.
+resident memory stays bounded however large the file is, for about 1 ms a batch. Validation reads the
+first ``MAX_VALIDATION_TOKENS`` of the held-out part.
 """
 from __future__ import annotations
 

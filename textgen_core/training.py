@@ -8,9 +8,10 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -65,7 +66,8 @@ class TrainConfig:
         check("patience", self.patience is None or self.patience >= 1, "must be at least 1")
         check("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda")
         check("precision", self.precision in ("auto", "fp32", "bf16"), "must be auto, fp32 or bf16")
-        check("cpu_threads", self.cpu_threads is None or (isinstance(self.cpu_threads, int) and 1 <= self.cpu_threads <= 1024),
+        check("cpu_threads",
+              self.cpu_threads is None or (isinstance(self.cpu_threads, int) and 1 <= self.cpu_threads <= 1024),
               "must be a whole number from 1 to 1024")
         check("seed", isinstance(self.seed, int) and -2**63 <= self.seed < 2**64, "must be a 64-bit integer")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -401,7 +403,7 @@ class Trainer:
         if inputs.device != self.device:   # windows read from a token file on disk
             inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         with autocast_for(self.device, self.precision):
-            logits, _ = self.step_model(inputs)
+            logits, _ = cast(torch.nn.Module, self.step_model)(inputs)   # _fit made it before the loop
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -436,7 +438,8 @@ class Trainer:
         if self.checkpoint_dir is not None:
             self.save_checkpoint(elapsed, save_best=is_best)
         if is_best and self.best_weights_path is not None:  # after the checkpoint, which resumes it
-            checkpoint.save_tensors(self.best_weights_path, self.best_state)
+            # set just above: only rank 0, which keeps the best weights, has a best_weights_path
+            checkpoint.save_tensors(self.best_weights_path, cast(dict[str, torch.Tensor], self.best_state))
         patience = self.config.patience
         return "early_stopping" if patience and self.evals_since_best >= patience else None
 
@@ -484,7 +487,7 @@ class Trainer:
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self, elapsed: float, save_best: bool) -> None:
-        folder = self.checkpoint_dir
+        folder = cast(Path, self.checkpoint_dir)   # called only for a trainer with a checkpoint folder
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optim_tensors, optim_scalars = checkpoint.optimizer_to_flat(self.optimizer.state_dict())
         tensors.update(optim_tensors)

@@ -20,10 +20,11 @@ import fcntl
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional, TypeGuard
 
 from . import checkpoint
 from .corpus import Corpus
@@ -49,7 +50,7 @@ def new_workspace_id() -> str:
     return secrets.token_hex(16)
 
 
-def valid_workspace_id(text: Any) -> bool:
+def valid_workspace_id(text: Any) -> TypeGuard[str]:
     """Whether ``text`` has the form of a workspace id (checked before it touches the disk)."""
     return isinstance(text, str) and bool(WORKSPACE_ID.fullmatch(text))
 
@@ -70,7 +71,7 @@ def quota_bytes() -> tuple[int, Optional[str]]:
 
 
 def now_text() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # --- a run, as read from its folder ------------------------------------------------------------------

@@ -75,7 +75,7 @@ def attention_from(bundle: Bundle, text: str, position: int | None = None) -> At
     model.eval()
     try:
         T, context = window.shape[1], model.config.context
-        bias = window_bias(cast(torch.Tensor, model.slopes), T, 0, context)   # (heads, T, T)
+        bias = window_bias(model.slopes, T, 0, context)                 # (heads, T, T)
         x = model.proj(model.embed(window))                             # (1, T, hidden); no dropout in eval
         rows = []
         for block, cache in zip(model.blocks, model.init_state(1, model.device)):

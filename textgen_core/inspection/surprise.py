@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -298,7 +298,8 @@ def score_ids(model: LanguageModel, ids: torch.Tensor, k: int) -> tuple[torch.Te
             dims, ends = batch_dims(model), rest[3]
             previous = state_row(ends, dims, 0)                          # where stream 0 stops
             for b in range(1, streams):
-                if state_gap(state_row(warm[3], dims, b), previous) > STATE_TOLERANCE:
+                # several streams: each read a warm-up first (warmup_tokens: above 0 for the models built here)
+                if state_gap(state_row(cast(tuple, warm)[3], dims, b), previous) > STATE_TOLERANCE:
                     again = read(model, inputs[b:b + 1, warmup:], targets[b:b + 1, warmup:], k,
                                  chunk_tokens(model, 1), previous)
                     for whole, part in zip((nats, top_ids, top_probs), again[:3]):

@@ -62,6 +62,8 @@ class AttentionLanguageModel(LanguageModel):
     State: per block, the cached keys and values (B, heads, <= context - 1, head_dim).
     """
 
+    slopes: torch.Tensor   # a buffer, registered in __init__
+
     def __init__(self, arch: str = "attention", vocab_size: int = 1, embedding: int = 64,
                  hidden: int = 64, layers: int = 2, dropout: float = 0.1, context: int = 64,
                  heads: int = 4, kernel_size: int = 3) -> None:

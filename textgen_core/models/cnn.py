@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,7 @@ class CNNLanguageModel(LanguageModel):
         self.blocks = nn.ModuleList(CausalConvBlock(hidden, kernel_size, d, dropout) for d in dilations)
         self.norm = nn.LayerNorm(hidden)
         self.head = nn.Linear(hidden, vocab_size)
-        self.receptive_field = 1 + sum(block.history for block in self.blocks)
+        self.receptive_field = 1 + sum(cast(CausalConvBlock, block).history for block in self.blocks)
 
     def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         if state is None:
@@ -78,4 +79,5 @@ class CNNLanguageModel(LanguageModel):
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
         device = device or self.device
-        return [torch.zeros(batch, self.config.hidden, b.history, device=device) for b in self.blocks]
+        return [torch.zeros(batch, self.config.hidden, cast(CausalConvBlock, b).history, device=device)
+                for b in self.blocks]

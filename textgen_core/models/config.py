@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -42,8 +43,8 @@ class ModelConfig:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         embedding, hidden, layers, context = _PRESET_SIZES[arch][preset]
-        values = dict(arch=arch, vocab_size=vocab_size, embedding=embedding, hidden=hidden,
-                      layers=layers, context=context or 128)
+        values: dict[str, Any] = dict(arch=arch, vocab_size=vocab_size, embedding=embedding, hidden=hidden,
+                                      layers=layers, context=context or 128)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values).validated()
 

@@ -13,8 +13,8 @@ Contract shared by all tokenizers:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from textgen_core.files import write_json
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class CharTokenizer(Tokenizer):
 
     def fit_pieces(self, pieces: Iterable[str]) -> "CharTokenizer":
         self.notes = []
-        counts = _count_chars(pieces)
+        counts: dict[str, int] = _count_chars(pieces)
         total = sum(counts.values())
         keep = self.max_vocab_size - 1
         if len(counts) > keep:
