@@ -4,8 +4,15 @@ from typing import Optional
 
 import streamlit as st
 
-from textgen_core import (ARCHITECTURES, PRESETS, TOKENIZER_KINDS, RunSettings, SamplingOptions, TextgenError,
-                          TrainConfig)
+from textgen_core import (
+    ARCHITECTURES,
+    PRESETS,
+    TOKENIZER_KINDS,
+    RunSettings,
+    SamplingOptions,
+    TextgenError,
+    TrainConfig,
+)
 from textgen_core.jobs import new_job
 from textgen_core.memory import check_memory
 from textgen_core.models import ModelConfig
@@ -44,7 +51,8 @@ proposals.follow("_cmp_proposal", proposals.key_of(corpus, device), {
 if corpus is None:
     st.info("No corpus yet: upload a text on the Corpus page, then compare architectures on it.",
             icon=":material/upload_file:")
-    st.page_link("app_pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
+    st.page_link("app_pages/corpus.py", label="Go to Corpus", icon=":material/description:",
+                 query_params=state.address())
 else:
     st.caption(f"Same corpus (**{escape_markdown(corpus.name)}**), budget, seed and validation text for every "
                "configuration. They train one after another; the results say whether other trainings of this "

@@ -45,7 +45,8 @@ if not models:
     c1, c2, _ = st.columns([1, 1, 3])
     c1.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:",
                  query_params=state.address())
-    c2.page_link("app_pages/models.py", label="Load a model", icon=":material/inventory_2:", query_params=state.address())
+    c2.page_link("app_pages/models.py", label="Load a model", icon=":material/inventory_2:",
+                 query_params=state.address())
     st.stop()
 
 label, bundle = pick_model(models, "ins_model", "Model", "The model to look inside.")

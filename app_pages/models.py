@@ -3,8 +3,7 @@ import streamlit as st
 
 from textgen_core import TextgenError, hub
 from ui import state
-from ui.models import (available_models, card_markdown, card_rows, hub_load_form, pretrained_dir,
-                       zip_model_folder)
+from ui.models import available_models, card_markdown, card_rows, hub_load_form, pretrained_dir, zip_model_folder
 from ui.text import escape_markdown
 
 ss = state.init()

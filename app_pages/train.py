@@ -38,7 +38,8 @@ vocab_size = state.vocab_estimate(corpus, vocab)
 if corpus is None:
     st.info("No corpus yet: upload a text on the Corpus page first, then come back to train on it.",
             icon=":material/upload_file:")
-    st.page_link("app_pages/corpus.py", label="Go to Corpus", icon=":material/description:", query_params=state.address())
+    st.page_link("app_pages/corpus.py", label="Go to Corpus", icon=":material/description:",
+                 query_params=state.address())
 else:
     st.caption(f"Corpus **{escape_markdown(corpus.name)}** ({chars:,} characters) · {kind} tokenizer"
                f"{f' ({vocab:,} tokens)' if vocab else ''} · {val_fraction:.0%} held out for validation "
@@ -190,5 +191,5 @@ if runs.has_model(job) and not job.active:
                        on_click="ignore")
     c2.page_link("app_pages/generate.py", label="Generate text with it", icon=":material/auto_awesome:",
                  query_params=state.address())
-    c3.page_link("app_pages/runs.py", label="Kept in this workspace: see it on the Runs page", icon=":material/history:",
-                 query_params=state.address())
+    c3.page_link("app_pages/runs.py", label="Kept in this workspace: see it on the Runs page",
+                 icon=":material/history:", query_params=state.address())

@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, describe, emit, find_corpus, machine, median, table
-
 import torch
+from common import ROOT, describe, emit, find_corpus, machine, median, table
 
 
 def free_port() -> int:
@@ -79,7 +78,8 @@ def main() -> None:
         for row in measure(corpus, counts, "cuda", gpu_train, repeats):
             rows.append({**row, "gpu": torch.cuda.get_device_name(0)})
     print(table(["device", "processes", "tokens/s", "efficiency"],
-                [(r.get("gpu", "CPU, 1 thread each"), r["processes"], r["tokens_per_s"], r["efficiency"]) for r in rows]))
+                [(r.get("gpu", "CPU, 1 thread each"), r["processes"], r["tokens_per_s"], r["efficiency"])
+                 for r in rows]))
     emit("distributed", {"machine": info, "quick": args.quick, "rows": rows})
 
 

@@ -24,9 +24,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import describe, emit, find_corpus, interleave, machine, table
-
 import torch
+from common import describe, emit, find_corpus, interleave, machine, table
 
 from textgen_core.data import split_ids, to_id_tensor
 from textgen_core.defaults import recommended_settings
@@ -39,46 +38,79 @@ GPU_TARGET = 1.40  # nats per char
 
 # name: model and training settings (anything not named: TrainConfig's defaults)
 CANDIDATES = {
-    "lstm256x2 b32 t128 lr3e-3 fp32": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="fp32"),
-    "lstm256x2 b16 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=16, seq_len=128, lr=3e-3, precision="bf16"),
-    "lstm256x2 b32 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="bf16"),
-    "lstm256x2 b64 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=64, seq_len=128, lr=3e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=3e-3, precision="bf16"),
-    "lstm256x2 b32 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=6e-3, precision="bf16"),
-    "lstm256x2 b16 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=16, seq_len=128, lr=6e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=6e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr3e-3 d0.2 bf16": dict(arch="lstm", preset="small", dropout=0.2, batch_size=32, seq_len=64, lr=3e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr5e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=5e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr5e-3 d0.2 bf16": dict(arch="lstm", preset="small", dropout=0.2, batch_size=32, seq_len=64, lr=5e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr5e-3 d0 bf16": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64, lr=5e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr4e-3 d0.05 bf16": dict(arch="lstm", preset="small", dropout=0.05, batch_size=32, seq_len=64, lr=4e-3, precision="bf16"),
-    "lstm256x2 b32 t64 lr1e-2 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=1e-2, precision="bf16"),
-    "gru256x2 b32 t128 lr3e-3 bf16": dict(arch="gru", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3, precision="bf16"),
-    "lstm512x2 b32 t128 lr2e-3 bf16": dict(arch="lstm", preset="medium", dropout=0.1, batch_size=32, seq_len=128, lr=2e-3, precision="bf16"),
+    "lstm256x2 b32 t128 lr3e-3 fp32": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128,
+                                           lr=3e-3, precision="fp32"),
+    "lstm256x2 b16 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=16, seq_len=128,
+                                           lr=3e-3, precision="bf16"),
+    "lstm256x2 b32 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128,
+                                           lr=3e-3, precision="bf16"),
+    "lstm256x2 b64 t128 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=64, seq_len=128,
+                                           lr=3e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr3e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=3e-3,
+                                          precision="bf16"),
+    "lstm256x2 b32 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128,
+                                           lr=6e-3, precision="bf16"),
+    "lstm256x2 b16 t128 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=16, seq_len=128,
+                                           lr=6e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr6e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=6e-3,
+                                          precision="bf16"),
+    "lstm256x2 b32 t64 lr3e-3 d0.2 bf16": dict(arch="lstm", preset="small", dropout=0.2, batch_size=32, seq_len=64,
+                                               lr=3e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr5e-3 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=5e-3,
+                                          precision="bf16"),
+    "lstm256x2 b32 t64 lr5e-3 d0.2 bf16": dict(arch="lstm", preset="small", dropout=0.2, batch_size=32, seq_len=64,
+                                               lr=5e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr5e-3 d0 bf16": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
+                                             lr=5e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr4e-3 d0.05 bf16": dict(arch="lstm", preset="small", dropout=0.05, batch_size=32, seq_len=64,
+                                                lr=4e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr1e-2 bf16": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64, lr=1e-2,
+                                          precision="bf16"),
+    "gru256x2 b32 t128 lr3e-3 bf16": dict(arch="gru", preset="small", dropout=0.1, batch_size=32, seq_len=128, lr=3e-3,
+                                          precision="bf16"),
+    "lstm512x2 b32 t128 lr2e-3 bf16": dict(arch="lstm", preset="medium", dropout=0.1, batch_size=32, seq_len=128,
+                                           lr=2e-3, precision="bf16"),
     # for a CPU with AMX, which trains the defaults about twice as fast (twice the epochs in 5 minutes)
-    "lstm384x2 b32 t64 lr4e-3 d0.1 bf16": dict(arch="lstm", preset="small", hidden=384, dropout=0.1, batch_size=32, seq_len=64, lr=4e-3, precision="bf16"),
+    "lstm384x2 b32 t64 lr4e-3 d0.1 bf16": dict(arch="lstm", preset="small", hidden=384, dropout=0.1, batch_size=32,
+                                               seq_len=64, lr=4e-3, precision="bf16"),
 }
 # GPU candidates: real wall-clock budgets (a GPU session has the machine to itself). On an H100 these
 # models read ~100 epochs of tiny Shakespeare a minute, so the search is about size and regularisation.
 GPU_CANDIDATES = {
-    "lstm256x2 d0.2 b128 t256 lr3e-3": dict(arch="lstm", preset="small", dropout=0.2, batch_size=128, seq_len=256, lr=3e-3),
-    "lstm512x2 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="medium", dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
-    "lstm1024x2 d0.5 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.5, batch_size=128, seq_len=256, lr=2e-3),
-    "lstm1024x2 d0.5 b256 t256 lr3e-3": dict(arch="lstm", preset="large", dropout=0.5, batch_size=256, seq_len=256, lr=3e-3),
-    "lstm1024x2 d0.6 wd0.1 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.6, weight_decay=0.1, batch_size=128, seq_len=256, lr=2e-3),
-    "lstm768x3 d0.5 b128 t256 lr2e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.5, batch_size=128, seq_len=256, lr=2e-3),
-    "lstm512x3 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="medium", layers=3, dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
-    "gru1024x2 d0.5 b128 t256 lr2e-3": dict(arch="gru", preset="large", dropout=0.5, batch_size=128, seq_len=256, lr=2e-3),
+    "lstm256x2 d0.2 b128 t256 lr3e-3": dict(arch="lstm", preset="small", dropout=0.2, batch_size=128, seq_len=256,
+                                            lr=3e-3),
+    "lstm512x2 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="medium", dropout=0.5, batch_size=128, seq_len=256,
+                                            lr=3e-3),
+    "lstm1024x2 d0.5 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.5, batch_size=128, seq_len=256,
+                                             lr=2e-3),
+    "lstm1024x2 d0.5 b256 t256 lr3e-3": dict(arch="lstm", preset="large", dropout=0.5, batch_size=256, seq_len=256,
+                                             lr=3e-3),
+    "lstm1024x2 d0.6 wd0.1 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.6, weight_decay=0.1,
+                                                   batch_size=128, seq_len=256, lr=2e-3),
+    "lstm768x3 d0.5 b128 t256 lr2e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.5,
+                                            batch_size=128, seq_len=256, lr=2e-3),
+    "lstm512x3 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="medium", layers=3, dropout=0.5, batch_size=128,
+                                            seq_len=256, lr=3e-3),
+    "gru1024x2 d0.5 b128 t256 lr2e-3": dict(arch="gru", preset="large", dropout=0.5, batch_size=128, seq_len=256,
+                                            lr=2e-3),
     # round 2: round 1's 1024x2 models peaked by 15-27 s and then overfit; 512x2 and 768x3 still improved at 60 s
-    "lstm768x3 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
-    "lstm768x3 d0.6 wd0.1 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6, weight_decay=0.1, batch_size=128, seq_len=256, lr=3e-3),
-    "lstm1024x3 d0.6 b128 t256 lr2e-3": dict(arch="lstm", preset="large", layers=3, dropout=0.6, batch_size=128, seq_len=256, lr=2e-3),
-    "lstm1024x2 d0.7 wd0.1 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.7, weight_decay=0.1, batch_size=128, seq_len=256, lr=2e-3),
-    "lstm768x2 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, dropout=0.5, batch_size=128, seq_len=256, lr=3e-3),
-    "lstm512x2 d0.4 b128 t256 lr4e-3": dict(arch="lstm", preset="medium", dropout=0.4, batch_size=128, seq_len=256, lr=4e-3),
+    "lstm768x3 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.5,
+                                            batch_size=128, seq_len=256, lr=3e-3),
+    "lstm768x3 d0.6 wd0.1 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6,
+                                                  weight_decay=0.1, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm1024x3 d0.6 b128 t256 lr2e-3": dict(arch="lstm", preset="large", layers=3, dropout=0.6, batch_size=128,
+                                             seq_len=256, lr=2e-3),
+    "lstm1024x2 d0.7 wd0.1 b128 t256 lr2e-3": dict(arch="lstm", preset="large", dropout=0.7, weight_decay=0.1,
+                                                   batch_size=128, seq_len=256, lr=2e-3),
+    "lstm768x2 d0.5 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, dropout=0.5, batch_size=128,
+                                            seq_len=256, lr=3e-3),
+    "lstm512x2 d0.4 b128 t256 lr4e-3": dict(arch="lstm", preset="medium", dropout=0.4, batch_size=128, seq_len=256,
+                                            lr=4e-3),
     # round 3, around round 2's winner (lstm768x3 d0.6 wd0.1: 1.3974)
-    "lstm768x3 d0.6 wd0.2 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6, weight_decay=0.2, batch_size=128, seq_len=256, lr=3e-3),
-    "lstm896x3 d0.65 wd0.1 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=896, layers=3, dropout=0.65, weight_decay=0.1, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm768x3 d0.6 wd0.2 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=768, layers=3, dropout=0.6,
+                                                  weight_decay=0.2, batch_size=128, seq_len=256, lr=3e-3),
+    "lstm896x3 d0.65 wd0.1 b128 t256 lr3e-3": dict(arch="lstm", preset="large", hidden=896, layers=3, dropout=0.65,
+                                                   weight_decay=0.1, batch_size=128, seq_len=256, lr=3e-3),
 }
 MODEL_KEYS = ("arch", "preset", "embedding", "hidden", "layers", "dropout")
 
@@ -263,7 +295,8 @@ def main() -> None:
         print(f"\n{name}: {run['settings']}; {run['params']:,} parameters; {run['steps']} steps in "
               f"{run['seconds']:.0f} s; best validation {run['best_val_loss']:.4f} nats/char")
         print(table(["seconds", "step", "train loss", "val nats/char"],
-                    [(p["seconds"], p["step"], f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}") for p in run["curve"]]))
+                    [(p["seconds"], p["step"], f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}")
+                     for p in run["curve"]]))
     by_device = {run["device"]: run for run in runs}
     emit("time_to_quality", {"machine": info, "quick": args.quick, "runs": runs,
                              "cpu_best_val_loss": by_device.get("cpu", {}).get("best_val_loss"),

@@ -28,9 +28,8 @@ import contextlib
 import string
 import time
 
-from common import describe, emit, interleave, machine, median, ratios, sync, table
-
 import torch
+from common import describe, emit, interleave, machine, median, ratios, sync, table
 
 import textgen_core as tg
 from textgen_core import fused_step, native_step, sampling
@@ -115,20 +114,23 @@ def measure(device: torch.device, quick: bool, repeats: int, presets: tuple[str,
         model = build_model(ModelConfig.from_preset(arch, preset, VOCAB, **size)).to(device).eval()
         for batch in (1, 64):
             length = 8 if quick else (3000 if batch == 1 else 150) * (4 if device.type == "cuda" else 1)
-            runs = {"eager": lambda: eager_loop(model, batch, length, onednn=True)}
+            runs = {"eager": (lambda model=model, batch=batch, length=length:
+                              eager_loop(model, batch, length, onednn=True))}
             if device.type == "cpu":
-                runs["no_onednn"] = lambda: eager_loop(model, batch, length, onednn=False)
-                runs["unfused"] = lambda: unfused_project(model, batch, length)
+                runs["no_onednn"] = (lambda model=model, batch=batch, length=length:
+                                     eager_loop(model, batch, length, onednn=False))
+                runs["unfused"] = lambda model=model, batch=batch, length=length: unfused_project(model, batch, length)
                 if batch == 1:
-                    runs["fused"] = lambda: fused_project(model, batch, length)
-            runs["project"] = lambda: project(model, batch, length)
+                    runs["fused"] = lambda model=model, batch=batch, length=length: fused_project(model, batch, length)
+            runs["project"] = lambda model=model, batch=batch, length=length: project(model, batch, length)
             if device.type == "cpu" and batch == 1:
                 bundle = char_bundle(model)
-                runs["api"] = lambda: api(bundle, length)
+                runs["api"] = lambda bundle=bundle, length=length: api(bundle, length)
             for run in runs.values():  # warm-up (allocator, oneDNN primitives, CUDA context)
                 run()
             values = interleave(runs, repeats)
-            row = {"device": device.type, "arch": arch, "layers_x_hidden": f"{model.config.layers}x{model.config.hidden}",
+            row = {"device": device.type, "arch": arch,
+                   "layers_x_hidden": f"{model.config.layers}x{model.config.hidden}",
                    "batch": batch, "length": length, "repeats": repeats}
             for name, vals in values.items():
                 row[f"{name}_tok_s"] = median(vals)

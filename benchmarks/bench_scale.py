@@ -85,8 +85,8 @@ def worker(path: Path, level: str, encoder: str, steps: int, tiny: bool = False)
         ids = encode_ids(tokenizer, corpus.text)
     out["encode_s"] = time.perf_counter() - start
     out["rss_after_encode_mb"] = peak_rss_mb()
-    out.update(tokens=len(ids), dtype=str(ids.dtype).replace("torch.", ""), ids_mb=ids.numel() * ids.element_size() / 1e6,
-               vocab=tokenizer.vocab_size)
+    out.update(tokens=len(ids), dtype=str(ids.dtype).replace("torch.", ""),
+               ids_mb=ids.numel() * ids.element_size() / 1e6, vocab=tokenizer.vocab_size)
 
     split = split_ids(ids, 0.1, 128)
     split = TokenSplit(train=split.train, val=split.val[:50_000])
@@ -99,7 +99,8 @@ def worker(path: Path, level: str, encoder: str, steps: int, tiny: bool = False)
         split = TokenSplit(train=split.train, val=split.val[:1_000])
     trainer = Trainer(model, split, TrainConfig(batch_size=batch, seq_len=seq_len, max_steps=steps, eval_every=steps,
                                                 log_every=1, device="cpu", seed=0),
-                      callbacks=(lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))
+                      callbacks=(lambda e: stamps.setdefault(e.step, time.perf_counter())
+                                           if e.kind == "train" else None,))
     start = time.perf_counter()
     trainer.fit()
     out["train_s"] = time.perf_counter() - start
@@ -141,7 +142,8 @@ def file_worker(path: Path, level: str, steps: int, tiny: bool, out: dict) -> di
     stamps: dict = {}
     trainer = Trainer(model, split, TrainConfig(batch_size=batch, seq_len=seq_len, max_steps=steps, eval_every=steps,
                                                 log_every=1, device="cpu", seed=0),
-                      callbacks=(lambda e: stamps.setdefault(e.step, time.perf_counter()) if e.kind == "train" else None,))
+                      callbacks=(lambda e: stamps.setdefault(e.step, time.perf_counter())
+                                           if e.kind == "train" else None,))
     start = time.perf_counter()
     trainer.fit()
     out["train_s"] = time.perf_counter() - start
@@ -156,7 +158,7 @@ def run_worker(path: Path, level: str, encoder: str, steps: int) -> dict:
     command = [sys.executable, __file__, "--worker", str(path), "--level", level, "--encoder", encoder,
                "--steps", str(steps)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("WORKER ")), None)
+    line = next((text for text in done.stdout.splitlines() if text.startswith("WORKER ")), None)
     if line is None:
         raise RuntimeError(f"worker failed ({done.returncode}):\n{done.stderr[-2000:]}")
     return json.loads(line[len("WORKER "):])
@@ -213,10 +215,12 @@ def main() -> None:
             for size in sizes:
                 path = build_corpus(size, source)
                 for encoder in args.encoders:
-                    row = worker(path, level, encoder, 3, tiny=True) if args.quick else run_worker(path, level, encoder, args.steps)
+                    row = (worker(path, level, encoder, 3, tiny=True) if args.quick
+                           else run_worker(path, level, encoder, args.steps))
                     runs.setdefault((level, size, encoder), []).append(row)
                     print(f"  {level} {size:g} MB {encoder}: read {row['read_s']:.2f} s, fit {row['fit_s']:.2f} s, "
-                          f"encode {row['encode_s']:.2f} s, {row['tokens']:,} {row['dtype']} ids ({row['ids_mb']:.1f} MB), "
+                          f"encode {row['encode_s']:.2f} s, {row['tokens']:,} {row['dtype']} ids "
+                          f"({row['ids_mb']:.1f} MB), "
                           f"step {row['step_ms']:.0f} ms, peak RSS {row['rss_peak_mb']:,.0f} MB", flush=True)
     rows = [combine(found) for found in runs.values()]
     print()
@@ -242,8 +246,9 @@ def main() -> None:
         print("Growth (cost at the larger size / cost at the smaller; linear = the size ratio, "
               "train step: 1 = independent of corpus size)")
         print(table(["level", "encoder", "sizes", "ideal", "read", "fit", "encode", "RSS above start", "train step"],
-                    [(e["level"], e["encoder"], e["sizes"], f"{e['ideal']:g}", f"{e['read_s']:.2f}", f"{e['fit_s']:.2f}",
-                      f"{e['encode_s']:.2f}", f"{e['rss_above_start']:.2f}", f"{e['step_ms']:.2f}") for e in linearity]))
+                    [(e["level"], e["encoder"], e["sizes"], f"{e['ideal']:g}", f"{e['read_s']:.2f}",
+                      f"{e['fit_s']:.2f}", f"{e['encode_s']:.2f}", f"{e['rss_above_start']:.2f}",
+                      f"{e['step_ms']:.2f}") for e in linearity]))
     emit("scale", {"machine": info, "quick": args.quick, "rows": rows, "growth": linearity})
 
 

@@ -14,11 +14,10 @@ import copy
 import os
 from statistics import geometric_mean
 
+import torch
+from bench_trainer import load_ids, trainer_run
 from common import describe, emit, machine, median, table
 
-import torch
-
-from bench_trainer import load_ids, trainer_run
 from textgen_core.data import TokenSplit
 from textgen_core.devices import bf16_supported
 from textgen_core.models import ModelConfig, build_model

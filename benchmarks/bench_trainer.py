@@ -27,13 +27,12 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from collections.abc import Callable
 from statistics import geometric_mean
-from typing import Callable
-
-from common import describe, emit, find_corpus, interleave, machine, median, sync, table
 
 import torch
 import torch.nn.functional as F
+from common import describe, emit, find_corpus, interleave, machine, median, sync, table
 
 from textgen_core.data import TokenSplit, random_windows, to_id_tensor
 from textgen_core.evaluation import autocast_for
@@ -312,7 +311,8 @@ def main() -> None:
         timed = args.steps or 8
         for case in [c for c in CPU_CASES if not args.only or c["name"] in args.only]:
             rows.append(measure(case, torch.device("cpu"), ids, vocab, steps=timed + 2, warmup=2,
-                                repeats=args.repeats or 6, ablation=args.ablation, whole_runs=args.whole_runs, profile=args.profile))
+                                repeats=args.repeats or 6, ablation=args.ablation, whole_runs=args.whole_runs,
+                                profile=args.profile))
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         timed = args.steps or (5 if args.quick else 200)

@@ -2,8 +2,22 @@
 message or a correct result, never an exception, and what the session had before stays usable."""
 import pytest
 
-from app_support import (SONG, all_text, app_env, click, join, new_app, press, pretrained,  # noqa: F401
-                         set_values, shown_texts, texts, tiny_settings, trained_folder, upload)
+from app_support import (  # noqa: F401
+    SONG,
+    all_text,
+    app_env,
+    click,
+    join,
+    new_app,
+    press,
+    pretrained,
+    set_values,
+    shown_texts,
+    texts,
+    tiny_settings,
+    trained_folder,
+    upload,
+)
 
 pytestmark = pytest.mark.app
 TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=5, patience=0, budget_kind="steps", budget_steps=20)
@@ -231,8 +245,9 @@ def test_no_temperature_chosen_disables_generate(pretrained):
 
 
 def test_a_word_model_takes_unseen_words(app_env):
-    from textgen_core import read_text, train_model
     from dataclasses import replace
+
+    from textgen_core import read_text, train_model
 
     settings = replace(tiny_settings(10), tokenizer="word")
     train_model(read_text(SONG.encode(), "song.txt"), settings, app_env / "pretrained" / "song-word")

@@ -3,7 +3,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from textgen_core import read_text
-from app_support import APP,  SONG, all_text, app_env, new_app, set_values, texts, upload  # noqa: F401
+
+from app_support import APP, SONG, all_text, app_env, new_app, set_values, texts, upload  # noqa: F401
 
 pytestmark = pytest.mark.app
 

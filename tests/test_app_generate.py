@@ -2,8 +2,18 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_support import (APP, app_env, click, new_app, press, pretrained, set_values, shown_texts, texts,  # noqa: F401
-                         trained_folder)
+from app_support import (  # noqa: F401
+    APP,
+    app_env,
+    click,
+    new_app,
+    press,
+    pretrained,
+    set_values,
+    shown_texts,
+    texts,
+    trained_folder,
+)
 
 pytestmark = pytest.mark.app
 

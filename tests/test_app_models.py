@@ -1,8 +1,7 @@
 """Models page (AppTest): cards, loading from the Hub (offline here), pushing through a fake HfApi."""
 import pytest
 
-from app_support import (all_text, app_env, new_app, plain, pretrained, texts,  # noqa: F401
-                         trained_folder)
+from app_support import all_text, app_env, new_app, plain, pretrained, texts, trained_folder  # noqa: F401
 
 pytestmark = pytest.mark.app
 TOKEN = "hf_secretTOKEN1234567890"

@@ -2,10 +2,11 @@
 the job caps), a missing corpus is a clear error, and a finished recipe shows its table, curves and samples."""
 import pytest
 
+from textgen_core.recipes import RECIPES
+from textgen_core.registry import get_registry
+
 from app_support import all_text, app_env, click, join, new_app, plain, plotly_specs, set_values, texts  # noqa: F401
 from tests.conftest import shared_corpus
-from textgen_core.registry import get_registry
-from textgen_core.recipes import RECIPES
 
 pytestmark = pytest.mark.app
 

@@ -3,8 +3,7 @@ import time
 
 import pytest
 
-from app_support import (PRAIRIE, app_env, click, join, new_app, plotly_specs, set_values, texts,  # noqa: F401
-                         upload)
+from app_support import PRAIRIE, app_env, click, join, new_app, plotly_specs, set_values, texts, upload  # noqa: F401
 
 pytestmark = pytest.mark.app
 TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budget_kind="steps", budget_steps=30)

@@ -2,8 +2,6 @@
 in memory, uint16 or uint32 ids by vocabulary size, and a cache that is used."""
 from __future__ import annotations
 
-import codecs
-
 import numpy as np
 import pytest
 import torch
@@ -34,7 +32,7 @@ def test_a_file_read_in_pieces_is_the_text_read_whole(tmp_path, encoding):
     assert pieces.chars == whole.chars and pieces.sha256 == whole.sha256
     assert all(p.endswith("\n") for p in list(pieces.pieces())[:-1])   # no token spans two pieces
     with pytest.raises(tg.CorpusError, match="too large to hold as one string"):
-        pieces.text
+        _ = pieces.text
 
 
 def test_a_bad_byte_late_in_a_large_file_is_a_clear_error(tmp_path, monkeypatch):

@@ -27,7 +27,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_train_writes_a_loadable_folder(trained, capsys):
     corpus, model = trained
-    for name in ("config.json", "model.safetensors", "textgen_tokenizer.json", "history.jsonl", "README.md", "run.json"):
+    for name in ("config.json", "model.safetensors", "textgen_tokenizer.json", "history.jsonl", "README.md",
+                 "run.json"):
         assert (model / name).is_file(), name
     bundle = tg.load(model)
     assert bundle.info["steps"] == 20 and bundle.info["best_val_bpc"] > 0

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textgen_core import ModelConfig, build_model
-from textgen_core import graphed_sampling
+from textgen_core import ModelConfig, build_model, graphed_sampling
 from textgen_core.graphed_sampling import ChunkedSampler
 from textgen_core.sampling import SamplingOptions, next_token_probs, sample_ids
 

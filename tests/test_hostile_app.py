@@ -8,11 +8,26 @@ from dataclasses import replace
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_support import (APP, SONG, app_env, click, join, new_app, plain, press, pretrained, set_values,  # noqa: F401
-                         texts, tiny_settings, trained_folder, upload)
 from textgen_core import SamplingOptions, TextgenError, TrainConfig, read_text, sampling
 from textgen_core.models import ModelConfig
 from ui.text import escape_markdown
+
+from app_support import (  # noqa: F401
+    APP,
+    SONG,
+    app_env,
+    click,
+    join,
+    new_app,
+    plain,
+    press,
+    pretrained,
+    set_values,
+    texts,
+    tiny_settings,
+    trained_folder,
+    upload,
+)
 
 pytestmark = pytest.mark.app
 HOSTILE = "**x**[link](javascript:alert(1))_y_.txt"

@@ -18,6 +18,7 @@ import textgen_core as tg
 from textgen_core import files, hub, memory
 from textgen_core.cli import main
 from textgen_core.errors import ModelFolderError
+
 from tests.test_hub import write_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,10 +285,11 @@ def test_push_refuses_a_fifo_among_the_files_it_would_upload(tmp_path):
 
 
 def test_uploads_and_downloads_carry_the_models_files_but_not_the_folders_bookkeeping(tmp_path):
-    from textgen_core.pretrained import resolve
-    from ui.models import zip_model_folder
     import io
     import zipfile
+
+    from textgen_core.pretrained import resolve
+    from ui.models import zip_model_folder
 
     folder = tmp_path / "model"
     assert main(["train", str(_song(tmp_path)), "--out", str(folder), "--preset", "tiny", "--max-steps", "4",

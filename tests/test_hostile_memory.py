@@ -11,8 +11,15 @@ import textgen_core as tg
 from textgen_core import ConfigError, ModelConfig, build_model, sampling
 from textgen_core.graphed_sampling import ChunkedSampler
 from textgen_core.hub import Bundle
-from textgen_core.sampling import (MAX_PROMPT_CHARS, MAX_TOTAL_TOKENS, MIN_TEMPERATURE, SamplingOptions,
-                                   read_prompt, repeat_state, sample_ids)
+from textgen_core.sampling import (
+    MAX_PROMPT_CHARS,
+    MAX_TOTAL_TOKENS,
+    MIN_TEMPERATURE,
+    SamplingOptions,
+    read_prompt,
+    repeat_state,
+    sample_ids,
+)
 from textgen_core.tokenizers import make_tokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs!\n" * 3

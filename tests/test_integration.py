@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 import textgen_core as tg
+
 from tests.conftest import shared_corpus
 
 

@@ -16,7 +16,7 @@ from textgen_core.cli import main
 from textgen_core.data import TokenSplit
 from textgen_core.evaluation import total_nats
 from textgen_core.models import ARCHITECTURES, PRESETS, ModelConfig, build_model
-from textgen_core.training import Trainer, TrainConfig
+from textgen_core.training import TrainConfig, Trainer
 
 TRAIN = ["--model", "gru", "--preset", "tiny", "--max-steps", "10", "--eval-every", "10",
          "--seq-len", "32", "--batch-size", "8", "--device", "cpu"]

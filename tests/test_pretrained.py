@@ -11,6 +11,7 @@ import pytest
 from textgen_core import pretrained
 from textgen_core.cli import main
 from textgen_core.errors import ModelFolderError
+
 from tests.test_hub import FakeHfApi, make_hub_cache, write_folder
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from textgen_core import api, hub, pretrained
 from textgen_core.cli import main
+
 from tests.conftest import shared_corpus
 
 ROOT = pretrained.PRETRAINED_DIR

@@ -6,6 +6,7 @@ import pytest
 from textgen_core import recipes
 from textgen_core.cli import main
 from textgen_core.models import build_model
+
 from tests.conftest import DATA_DIR
 
 NAMES = ["shakespeare-gru", "alice-lstm", "lyrics-gru-cnn-attention", "word-gru-paragraph", "overfitting-lab"]

@@ -7,8 +7,13 @@ import pytest
 
 from textgen_core.errors import ConfigError, ModelFolderError
 from textgen_core.tokenizers import (
-    TOKENIZER_KINDS, CharTokenizer, SentencePieceTokenizer, Tokenizer, WordTokenizer,
-    load_tokenizer, make_tokenizer,
+    TOKENIZER_KINDS,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    load_tokenizer,
+    make_tokenizer,
 )
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -3,7 +3,8 @@ silently keep the old value of a field out of its bounds); instead each value go
 engine's own validator here, and a refused one blocks the button with the engine's message."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import streamlit as st
 

@@ -5,9 +5,10 @@ import datetime as dt
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import streamlit as st
 

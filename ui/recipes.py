@@ -3,17 +3,16 @@ caps are reached), draw them live, and tabulate and sample the results."""
 from __future__ import annotations
 
 import contextlib
-
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import streamlit as st
 
 from textgen_core import TextgenError, api, recipes
 from textgen_core.errors import ConfigError
 from textgen_core.jobs import QUEUED, JobSnapshot, TrainingJob, new_job
-from textgen_core.registry import get_registry
 from textgen_core.recipes import Recipe
+from textgen_core.registry import get_registry
 
 from .charts import compare_figure, loss_figure
 from .live import show_status

@@ -4,7 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 from textgen_core import Bundle, SamplingOptions
 from textgen_core.sampling import stream_text
