@@ -204,6 +204,19 @@ def _rnn_step(model: LanguageModel):
     return step
 
 
+def _on_one_thread(call, *args):
+    """``call(*args)`` with torch on one thread, the thread count set back afterwards, so code between
+    calls (the caller's, or a training thread started meanwhile) never sees the change."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return call(*args)
+    torch.set_num_threads(1)
+    try:
+        return call(*args)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _one_thread(forward, batch: int):
     """``forward``, or on the CPU for tiny batches a wrapper that runs each call on one thread.
 
@@ -214,12 +227,7 @@ def _one_thread(forward, batch: int):
         return forward
 
     def one_thread(ids: torch.Tensor, state=None):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return forward(ids, state)
-        finally:
-            torch.set_num_threads(threads)
+        return _on_one_thread(forward, ids, state)
 
     return one_thread
 
@@ -439,19 +447,11 @@ def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, op
         yield from _sample_native(fused, last, state, options, generator)
         return
     pick = _fast_picker(options, generator, last.shape[-1])
-    threads = torch.get_num_threads()
     for step in range(options.length):
         next_ids = pick(last)                                                    # (1,)
         yield next_ids
-        if step + 1 < options.length:
-            if threads > 1:   # one thread for the step only: code between steps keeps its threads
-                torch.set_num_threads(1)
-                try:
-                    last = fused.step(int(next_ids))
-                finally:
-                    torch.set_num_threads(threads)
-            else:
-                last = fused.step(int(next_ids))   # finite by construction (fused_step.MAX_WEIGHT)
+        if step + 1 < options.length:   # finite by construction (fused_step.MAX_WEIGHT)
+            last = _on_one_thread(fused.step, int(next_ids))
 
 
 def _sample_native(fused, last: torch.Tensor, state, options: SamplingOptions,
@@ -461,18 +461,11 @@ def _sample_native(fused, last: torch.Tensor, state, options: SamplingOptions,
     sampler = native_step.NativeSampler(fused, options.temperature, options.top_k, active_top_p(options),
                                         generator)
     sampler.load_state(state)
-    threads = torch.get_num_threads()
     first: Optional[torch.Tensor] = last
     for start in range(0, options.length, native_step.CHUNK):
         steps = min(native_step.CHUNK, options.length - start)
         feed_last = start + steps < options.length   # the last token needs no step
-        if threads > 1:   # one thread for the call only: code between chunks keeps its threads
-            torch.set_num_threads(1)
-        try:
-            ids = sampler.sample(first, steps, feed_last)                        # (steps,)
-        finally:
-            if threads > 1:
-                torch.set_num_threads(threads)
+        ids = _on_one_thread(sampler.sample, first, steps, feed_last)           # (steps,)
         first = None
         yield from ids.split(1)                                                  # (1,) each
 
