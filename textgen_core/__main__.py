@@ -20,9 +20,13 @@ from .cli import main  # noqa: E402  (a second or two: torch, safetensors, huggi
 
 signal.signal(signal.SIGINT, signal.default_int_handler)
 code = main()
-# The command is over and its files are written. A late Ctrl-C (the second of a quick double press)
-# must not turn that exit into a KeyboardInterrupt during shutdown: it ends the process with 130.
-signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+# The command is over, its files are written and its exit status is decided. A late signal (the
+# second of a quick double Ctrl-C) must not change it: shutting torch down takes a few hundred ms,
+# and in its last part Python has put the default handlers back, which would end the process "killed
+# by SIGINT" instead of with `code`. Ignored signals stay ignored through that part.
+for _sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+    if _sig is not None:
+        signal.signal(_sig, signal.SIG_IGN)
 from .distributed import launched_world_size  # noqa: E402
 
 if launched_world_size() > 1:
