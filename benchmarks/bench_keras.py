@@ -86,6 +86,44 @@ def trainer_side(case: dict) -> float:
     return trainer_run(model, split, case, torch.device("cpu"), case["steps"], case["warmup"])[0]
 
 
+def product_shapes(case: dict, vocab: int) -> list[tuple[int, int, int, int]]:
+    """(m, k, n, count) of the matrix products in one training step of the case's network: the
+    forward pass, then the gradients, each weight's gradient taken over the whole batch and sequence
+    at once (the cheapest way to take it). Everything else a step does (gates, loss, optimizer) is
+    left out, so their time is a floor for any implementation that does these products."""
+    gates = 3 if case["arch"] == "gru" else 4
+    b, t, h = case["batch"], case["seq"], case["hidden"]
+    shapes = []
+    for layer in range(case["layers"]):
+        inp = case["embedding"] if layer == 0 else h
+        shapes += [(b * t, inp, gates * h, 1), (b, h, gates * h, t),      # input projection, recurrence
+                   (b, gates * h, h, t), (gates * h, b * t, h, 1),        # gradients of the state, of W_hh
+                   (gates * h, b * t, inp, 1), (b * t, gates * h, inp, 1)]  # of W_ih, of the input
+    return shapes + [(b * t, h, vocab, 1), (b * t, vocab, h, 1), (vocab, b * t, h, 1)]  # the head
+
+
+def products_seconds(case: dict, vocab: int) -> float:
+    """Seconds of one step's matrix products alone (``product_shapes``) at this CPU's own speed for
+    each shape and the case's precision: the median of 5 timings of each."""
+    import torch
+
+    dtype = torch.bfloat16 if case["precision"] == "bf16" else torch.float32
+    total = 0.0
+    for m, k, n, count in product_shapes(case, vocab):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        calls = max(3, min(count, 50))
+        for _ in range(3):
+            torch.mm(a, b)
+        timings = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(calls):
+                torch.mm(a, b)
+            timings.append((time.perf_counter() - start) / calls)
+        total += sorted(timings)[2] * count
+    return total
+
+
 def keras_run(python: str, case: dict, corpus: str) -> dict:
     done = subprocess.run([python, __file__, "--keras-side", json.dumps(case), "--corpus", corpus],
                           capture_output=True, text=True, timeout=1800)
@@ -110,6 +148,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_trainer import load_ids
     from common import describe, emit, find_corpus, machine, median, table
 
     from textgen_core.devices import bf16_supported
@@ -140,13 +179,17 @@ def main() -> None:
                 print(f"  {case['name']} {case['precision']} {side}: {times[side][-1]:.3f} s/step", flush=True)
         keras_s = times.get("keras", [])
         ratio = geometric_mean([k / t for k, t in zip(keras_s, times["trainer"])]) if keras_s else float("nan")
+        products_s = products_seconds(case, load_ids()[1])
         tokens = case["batch"] * case["seq"]
         rows.append([case["name"], f"{case['batch']} x {case['seq']}", case["precision"],
-                     tokens / median(times["trainer"]), tokens / median(keras_s), ratio])
+                     tokens / median(times["trainer"]), tokens / median(keras_s), ratio, products_s,
+                     median(times["trainer"]) / products_s,
+                     median(keras_s) / products_s if keras_s else float("nan")])
         results.append(dict(case=case["name"], precision=case["precision"], trainer_s=times["trainer"],
-                            keras_s=keras_s, ratio=ratio if keras_s else None, tensorflow=versions.get("tensorflow")))
-    print(table(["config", "batch x seq", "precision", "trainer tok/s", "keras fit tok/s", "keras s / trainer s"],
-                rows))
+                            keras_s=keras_s, ratio=ratio if keras_s else None, products_s=products_s,
+                            tensorflow=versions.get("tensorflow")))
+    print(table(["config", "batch x seq", "precision", "trainer tok/s", "keras fit tok/s", "keras s / trainer s",
+                 "products alone s", "trainer s / products s", "keras s / products s"], rows))
     emit("keras", {"quick": args.quick, "machine": machine(), "results": results})
 
 
