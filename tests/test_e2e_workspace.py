@@ -108,8 +108,12 @@ def upload_and_set_up_training(page, url: str, corpus: Path, steps: int, every: 
 
 
 def validation_steps(page) -> list[int]:
-    return page.locator(".js-plotly-plot").first.evaluate(
-        "el => (el.data.find(t => t.name === 'validation loss') || {x: []}).x")
+    """The steps of the live chart's validation points. While the chart is redrawn (a new point) its
+    element can be there without its data for a moment: wait for the data."""
+    found = page.wait_for_function("() => { const el = document.querySelector('.js-plotly-plot');"
+                                   "const t = el && el.data && el.data.find(t => t.name === 'validation loss');"
+                                   "return t ? Array.from(t.x) : null; }")
+    return found.json_value()
 
 
 def shown_step(page) -> int:
