@@ -161,6 +161,7 @@ def main() -> None:
         print("note: no --keras-python given: the Keras side is skipped")
     print(describe(machine()))
     cases, repeats = (([QUICK_CASE], 1) if args.quick else (CASES, args.repeats))
+    vocab = load_ids()[1]   # the head's width, for the products column
     precisions = ("fp32", "bf16") if bf16_supported("cpu") and not args.quick else ("fp32",)
     rows, results = [], []
     for case in [{**case, "precision": precision} for case in cases for precision in precisions]:
@@ -179,7 +180,7 @@ def main() -> None:
                 print(f"  {case['name']} {case['precision']} {side}: {times[side][-1]:.3f} s/step", flush=True)
         keras_s = times.get("keras", [])
         ratio = geometric_mean([k / t for k, t in zip(keras_s, times["trainer"])]) if keras_s else float("nan")
-        products_s = products_seconds(case, load_ids()[1])
+        products_s = products_seconds(case, vocab)
         tokens = case["batch"] * case["seq"]
         rows.append([case["name"], f"{case['batch']} x {case['seq']}", case["precision"],
                      tokens / median(times["trainer"]), tokens / median(keras_s), ratio, products_s,

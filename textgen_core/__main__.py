@@ -24,9 +24,10 @@ code = main()
 # second of a quick double Ctrl-C) must not change it: shutting torch down takes a few hundred ms,
 # and in its last part Python has put the default handlers back, which would end the process "killed
 # by SIGINT" instead of with `code`. Ignored signals stay ignored through that part.
-for _sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-    if _sig is not None:
-        signal.signal(_sig, signal.SIG_IGN)
+from .runs import INTERRUPT_SIGNALS  # noqa: E402  (already loaded by the CLI)
+
+for interrupt in INTERRUPT_SIGNALS:
+    signal.signal(interrupt, signal.SIG_IGN)
 from .distributed import launched_world_size  # noqa: E402
 
 if launched_world_size() > 1:
