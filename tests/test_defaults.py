@@ -12,7 +12,9 @@ from textgen_core.defaults import defaults_for, propose_settings, recommended_ru
 def test_cpu_defaults_follow_the_cpus_bf16_units(monkeypatch, has_bf16, precision, words):
     monkeypatch.setattr(defaults, "bf16_supported", lambda device: has_bf16)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some CPU (avx2 fma)")
-    monkeypatch.setattr(defaults, "cpu_flags", lambda: ("avx2", "fma", *(("avx512_bf16",) if has_bf16 else ())))
+    flags = ("avx2", "fma", *(("avx512_bf16",) if has_bf16 else ()))
+    monkeypatch.setattr(defaults, "usable_cpu_flags", lambda: flags)
+    monkeypatch.setattr(defaults, "cpu_flags", lambda: flags)
     settings, reason = defaults_for("cpu")
     assert settings["precision"] == precision and settings["cpu_threads"] == 1 and settings["dropout"] == 0.0
     assert reason.startswith("CPU defaults for Some CPU (avx2 fma): ") and words in reason
@@ -22,7 +24,7 @@ def test_cpu_defaults_follow_the_cpus_bf16_units(monkeypatch, has_bf16, precisio
 
 def test_a_cpu_with_amx_trains_on_every_core_with_dropout(monkeypatch):
     """Measured on a 2-core Xeon with AMX: two threads 1.34x one, and twice the steps need dropout."""
-    monkeypatch.setattr(defaults, "cpu_flags", lambda: ("avx2", "avx512_bf16", "amx_tile", "amx_bf16"))
+    monkeypatch.setattr(defaults, "usable_cpu_flags", lambda: ("avx2", "avx512_bf16", "amx_tile", "amx_bf16"))
     monkeypatch.setattr(defaults, "bf16_supported", lambda device: True)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some Xeon (amx_bf16)")
     settings, reason = defaults_for("cpu")
@@ -59,3 +61,41 @@ def test_a_proposal_is_valid_settings():
     for chars in (1, 4_000, 10**9):
         values = propose_settings(chars, "cpu").settings
         recommended_run_settings("cpu", **values).train.validated()
+
+
+AMX_XEON_FLAGS = ("sse4_2", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+@pytest.mark.parametrize("cap, kept", [
+    (None, AMX_XEON_FLAGS),
+    ("AVX2", ("sse4_2", "avx2", "fma")),
+    ("avx512_core", ("sse4_2", "avx2", "fma", "avx512f", "avx512bw")),
+    ("AVX512_CORE_BF16", AMX_XEON_FLAGS[:7]),
+    ("AVX512_CORE_AMX", AMX_XEON_FLAGS),
+    ("ALL", AMX_XEON_FLAGS),            # not a limit: oneDNN uses everything
+])
+def test_a_process_held_to_a_lower_instruction_set_cannot_use_the_flags_above_it(monkeypatch, cap, kept):
+    from textgen_core import devices
+    monkeypatch.setattr(devices, "cpu_flags", lambda: AMX_XEON_FLAGS)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert devices.usable_cpu_flags() == kept
+    assert devices.cpu_has_native_bf16() == ("avx512_bf16" in kept)
+    assert defaults.cpu_has_amx() == ("amx_bf16" in kept)
+
+
+def test_held_to_avx2_the_defaults_and_the_precision_are_those_of_an_avx2_cpu(monkeypatch):
+    """oneDNN held to AVX2 cannot build a bf16 LSTM at all: bf16 must be neither chosen nor accepted."""
+    from textgen_core import devices
+    from textgen_core.errors import ConfigError
+    monkeypatch.setattr(devices, "cpu_flags", lambda: AMX_XEON_FLAGS)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    settings, reason = defaults_for("cpu")
+    assert settings["precision"] == "fp32" and settings["cpu_threads"] == 1
+    assert "held to ONEDNN_MAX_CPU_ISA=AVX2" in reason and "held below its bf16 units" in reason
+    assert devices.precision_options("cpu") == ("auto", "fp32")
+    with pytest.raises(ConfigError, match="held to ONEDNN_MAX_CPU_ISA=AVX2"):
+        devices.resolve_precision("bf16", "cpu")

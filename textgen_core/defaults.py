@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .devices import bf16_supported, cpu_flags, cpu_summary
+from .devices import BF16_CPU_FLAGS, bf16_supported, cpu_flags, cpu_summary, usable_cpu_flags
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -59,14 +59,16 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
         why = "it has bf16 units, so bf16 autocast, which trains this LSTM faster than fp32 there"
     else:
         settings["precision"] = "fp32"
-        why = "it has no bf16 units (bf16 would be emulated, slower than fp32), so fp32"
+        why = ("oneDNN is held below its bf16 units" if any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+               else "it has no bf16 units")
+        why += " (bf16 would be emulated, slower than fp32), so fp32"
     return settings, (f"CPU defaults for {cpu_summary()}: {why}; LSTM 256x2, batch 32 x 64, one thread "
                       "(measured faster than two on 2 cores)")
 
 
 def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX bf16 tiles (as /proc/cpuinfo says)."""
-    return "amx_bf16" in cpu_flags()
+    """Whether the CPU has AMX bf16 tiles (as /proc/cpuinfo says) and oneDNN may use them."""
+    return "amx_bf16" in usable_cpu_flags()
 
 
 def recommended_settings(device: str = "auto") -> dict:

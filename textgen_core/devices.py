@@ -8,6 +8,7 @@ where the device computes it natively.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,37 @@ def cpu_flags() -> tuple[str, ...]:
     return tuple(line.split(":", 1)[1].split()) if ":" in line else ()
 
 
+# oneDNN's instruction sets from the lowest, as its ONEDNN_MAX_CPU_ISA names them, and the first of
+# them that lets it use a CPU flag: a process held below that (to see how an AVX2-only CPU behaves)
+# computes as if the flag were absent. bf16 held off is emulated, and an LSTM in bf16 fails outright.
+ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
+               "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX",
+               "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16")
+FLAG_NEEDS_ISA = (("avx512_bf16", "AVX512_CORE_BF16"), ("avx512_vnni", "AVX512_CORE_VNNI"),
+                  ("avx512", "AVX512_CORE"), ("amx", "AVX10_1_512_AMX"))   # flag prefixes, most specific first
+
+
+def onednn_isa_cap() -> str | None:
+    """The instruction set oneDNN is held to by ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA), None when
+    it may use all the CPU has."""
+    value = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return value if value in ONEDNN_ISAS else None
+
+
+def _isa_needed(flag: str) -> str | None:
+    return next((isa for prefix, isa in FLAG_NEEDS_ISA if flag.startswith(prefix)), None)
+
+
+def usable_cpu_flags() -> tuple[str, ...]:
+    """The CPU's flags the kernels may use: all of ``cpu_flags()`` unless ONEDNN_MAX_CPU_ISA holds
+    oneDNN below some of them (AVX512, its bf16 dot products, AMX tiles)."""
+    cap = onednn_isa_cap()
+    if cap is None:
+        return cpu_flags()
+    return tuple(flag for flag in cpu_flags()
+                 if (needs := _isa_needed(flag)) is None or ONEDNN_ISAS.index(cap) >= ONEDNN_ISAS.index(needs))
+
+
 @lru_cache(maxsize=1)
 def cpu_name() -> str:
     try:
@@ -49,13 +81,19 @@ def cpu_name() -> str:
 
 def cpu_summary() -> str:
     """The CPU's name and its notable flags, e.g. "AMD EPYC 9B14 (avx2 fma avx512f avx512_bf16)"."""
-    flags = [flag for flag in NOTABLE_CPU_FLAGS if flag in cpu_flags()]
-    return f"{cpu_name()} ({' '.join(flags) or 'no AVX2'})"
+    flags = [flag for flag in NOTABLE_CPU_FLAGS if flag in usable_cpu_flags()]
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAP_VARIABLES if os.environ.get(name)]
+    held = f", held to {' '.join(caps)}" if caps else ""
+    return f"{cpu_name()} ({' '.join(flags) or 'no AVX2'}{held})"
+
+
+# The variables that hold the libraries to a lower instruction set, named beside a CPU figure taken so.
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
-    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+    """True when the CPU computes in bfloat16 natively (AVX512-BF16 or AMX) and oneDNN may use it."""
+    return any(flag in usable_cpu_flags() for flag in BF16_CPU_FLAGS)
 
 
 def bf16_supported(device: str | torch.device) -> bool:
