@@ -32,7 +32,8 @@ from app_support import (  # noqa: F401
 )
 
 pytestmark = pytest.mark.app
-TINY = dict(preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budget_kind="steps", budget_steps=30)
+TINY = dict(arch="lstm", preset="tiny", batch=8, seq_len=32, eval_every=10, patience=0, budget_kind="steps",
+            budget_steps=30)
 
 
 def page(at, name: str):

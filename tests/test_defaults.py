@@ -7,18 +7,24 @@ from textgen_core import defaults
 from textgen_core.defaults import defaults_for, propose_settings, recommended_run_settings
 
 
-@pytest.mark.parametrize("has_bf16, precision, words", [(True, "bf16", "has bf16 units"),
-                                                        (False, "fp32", "no bf16 units")])
-def test_cpu_defaults_follow_the_cpus_bf16_units(monkeypatch, has_bf16, precision, words):
+@pytest.mark.parametrize("has_bf16, cores, expected, words", [
+    (True, 2, ("lstm", "bf16", 1, 0.0), "has bf16 units"),             # AMD EPYC: one thread was faster
+    (False, 2, ("lstm", "fp32", 2, 0.1), "no bf16 units"),             # AVX2: a second core 1.8x in fp32
+    (False, 1, ("gru", "fp32", 1, 0.0), "one physical core"),          # AVX2, one core: the GRU learned more
+])
+def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16, cores, expected, words):
+    flags = ("avx2", "fma", *(("avx512_bf16",) if has_bf16 else ()))
     monkeypatch.setattr(defaults, "bf16_supported", lambda device: has_bf16)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some CPU (avx2 fma)")
-    flags = ("avx2", "fma", *(("avx512_bf16",) if has_bf16 else ()))
     monkeypatch.setattr(defaults, "usable_cpu_flags", lambda: flags)
     monkeypatch.setattr(defaults, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(defaults, "physical_cores", lambda: cores)
     settings, reason = defaults_for("cpu")
-    assert settings["precision"] == precision and settings["cpu_threads"] == 1 and settings["dropout"] == 0.0
+    assert (settings["arch"], settings["precision"], settings["cpu_threads"], settings["dropout"]) == expected
     assert reason.startswith("CPU defaults for Some CPU (avx2 fma): ") and words in reason
-    assert recommended_run_settings("cpu").train.precision == precision
+    assert reason.endswith(f"{expected[0].upper()} 256x2, batch 32 x 64")
+    run = recommended_run_settings("cpu")
+    assert (run.arch, run.train.precision, run.train.cpu_threads, run.dropout) == expected
     assert propose_settings(1_000_000, "cpu").reasons[0] == reason
 
 
@@ -93,9 +99,34 @@ def test_held_to_avx2_the_defaults_and_the_precision_are_those_of_an_avx2_cpu(mo
     from textgen_core.errors import ConfigError
     monkeypatch.setattr(devices, "cpu_flags", lambda: AMX_XEON_FLAGS)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setattr(defaults, "physical_cores", lambda: 2)
     settings, reason = defaults_for("cpu")
-    assert settings["precision"] == "fp32" and settings["cpu_threads"] == 1
+    assert settings["precision"] == "fp32" and settings["cpu_threads"] == 2
     assert "held to ONEDNN_MAX_CPU_ISA=AVX2" in reason and "held below its bf16 units" in reason
     assert devices.precision_options("cpu") == ("auto", "fp32")
     with pytest.raises(ConfigError, match="held to ONEDNN_MAX_CPU_ISA=AVX2"):
         devices.resolve_precision("bf16", "cpu")
+
+
+def test_physical_cores_counts_a_cores_hyperthreads_once(monkeypatch, tmp_path):
+    from textgen_core import devices
+    # four logical CPUs: two cores with two hyperthreads each
+    for cpu, core in enumerate((0, 0, 1, 1)):
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    real_path = devices.Path
+    monkeypatch.setattr(devices, "Path", lambda p: real_path(str(p).replace("/sys/devices/system/cpu", str(tmp_path))))
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    devices.physical_cores.cache_clear()
+    try:
+        assert devices.physical_cores() == 2
+        monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 1})    # pinned to one core's two
+        devices.physical_cores.cache_clear()
+        assert devices.physical_cores() == 1
+        monkeypatch.setattr(devices.os, "sched_getaffinity", lambda pid: {0, 7})    # cpu7 unreadable: count CPUs
+        devices.physical_cores.cache_clear()
+        assert devices.physical_cores() == 2
+    finally:
+        devices.physical_cores.cache_clear()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .devices import BF16_CPU_FLAGS, bf16_supported, cpu_flags, cpu_summary, usable_cpu_flags
+from .devices import BF16_CPU_FLAGS, bf16_supported, cpu_flags, cpu_summary, physical_cores, usable_cpu_flags
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -30,6 +30,15 @@ CPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.0, batch_size=3
 # after half its steps), dropout 0.2 1.4617. None: torch's thread count, every core.
 AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None)
 
+# A CPU without bf16 units trains in fp32. Measured with the kernels held to AVX2 (ONEDNN_MAX_CPU_ISA,
+# ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS) on a 2-core Xeon, BENCHMARKS.md: there a second physical
+# core trains this LSTM 1.8x faster in fp32 (`bench_threads.py`), and `bench_quality.py --candidates`
+# ranked, on two threads in 300 s, LSTM 256x2 with dropout 0.1 first (1.4684; without dropout 1.4720,
+# the GRU 1.4767), and on one thread (194 s there: the AVX2-only CPU's 5 minutes at its measured
+# one-thread speed) GRU 256x2 first, 1.5060 against the LSTM's 1.5287.
+AVX2_CPU_CHANGES: dict = dict(precision="fp32", dropout=0.1, cpu_threads=2)
+ONE_CORE_AVX2_CPU_CHANGES: dict = dict(precision="fp32", arch="gru", cpu_threads=1)
+
 # Chosen on an NVIDIA H100 by `python benchmarks/bench_quality.py --candidates --gpu-only` (15 candidates,
 # 60 s each, BENCHMARKS.md): at these speeds a minute is ~60 epochs of tiny Shakespeare, so the winner
 # is a larger LSTM (768x3) with strong dropout and weight decay; 1024x2 models overfit after 15-30 s.
@@ -41,8 +50,8 @@ MODEL_KEYS = ("arch", "preset", "hidden", "layers", "dropout")
 
 def defaults_for(device: str = "auto") -> tuple[dict, str]:
     """The recommended settings for ``device`` ("auto", "cpu" or "cuda"), chosen from what the device
-    can do (for a CPU: whether it has bf16 units), and one line saying which defaults and why. The
-    CLI, the app and the recipes all start from this."""
+    can do (for a CPU: whether it has bf16 units, and its physical cores), and one line saying which
+    defaults and why. The CLI, the app and the recipes all start from this."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -56,14 +65,21 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
                           "cores (1.34x one thread there) and dropout 0.1 (such a CPU trains about twice the "
                           "steps in 5 minutes, and without dropout overfits); LSTM 256x2, batch 32 x 64")
     if bf16_supported("cpu"):
-        why = "it has bf16 units, so bf16 autocast, which trains this LSTM faster than fp32 there"
-    else:
-        settings["precision"] = "fp32"
-        why = ("oneDNN is held below its bf16 units" if any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+        return settings, (f"CPU defaults for {cpu_summary()}: it has bf16 units, so bf16 autocast, which trains "
+                          "this LSTM faster than fp32 there, on one thread (measured faster than two on 2 cores); "
+                          "LSTM 256x2, batch 32 x 64")
+    no_bf16 = ("oneDNN is held below its bf16 units" if any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
                else "it has no bf16 units")
-        why += " (bf16 would be emulated, slower than fp32), so fp32"
-    return settings, (f"CPU defaults for {cpu_summary()}: {why}; LSTM 256x2, batch 32 x 64, one thread "
-                      "(measured faster than two on 2 cores)")
+    cores = physical_cores()
+    if cores >= 2:
+        settings.update(AVX2_CPU_CHANGES, cpu_threads=cores)
+        return settings, (f"CPU defaults for {cpu_summary()}: {no_bf16} (bf16 would be emulated, slower than "
+                          f"fp32), so fp32, on its {cores} physical cores (a second core trained this LSTM 1.8x "
+                          "faster in fp32), and dropout 0.1 for the extra steps; LSTM 256x2, batch 32 x 64")
+    settings.update(ONE_CORE_AVX2_CPU_CHANGES)
+    return settings, (f"CPU defaults for {cpu_summary()}: {no_bf16} (bf16 would be emulated, slower than fp32), "
+                      "so fp32, and one physical core, so one thread and a GRU (in fp32 on one thread it "
+                      "learned more than the LSTM in the same time); GRU 256x2, batch 32 x 64")
 
 
 def cpu_has_amx() -> bool:

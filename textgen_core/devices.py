@@ -69,6 +69,22 @@ def usable_cpu_flags() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """The physical cores this process may run on: logical CPUs that are one core's hyperthreads count
+    once (from /sys topology; every logical CPU where that cannot be read)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
+@lru_cache(maxsize=1)
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -118,7 +134,9 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
     if requested == "auto":
         return "bf16" if kind == "cuda" and bf16_supported(device) else "fp32"
     if requested == "bf16" and not bf16_supported(device):
+        held = any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)   # the units are there, oneDNN held below
         where = ("this GPU has no bf16 support" if kind == "cuda" else
+                 f"oneDNN is held below this CPU's bf16 units ({cpu_summary()})" if held else
                  f"this CPU has no bf16 units (it needs AVX512-BF16 or AMX; this one is {cpu_summary()})")
         raise ConfigError(f"bf16 precision is not available here: {where}; use precision fp32 or auto")
     return requested
