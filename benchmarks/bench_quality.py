@@ -73,6 +73,33 @@ CANDIDATES = {
     # for a CPU with AMX, which trains the defaults about twice as fast (twice the epochs in 5 minutes)
     "lstm384x2 b32 t64 lr4e-3 d0.1 bf16": dict(arch="lstm", preset="small", hidden=384, dropout=0.1, batch_size=32,
                                                seq_len=64, lr=4e-3, precision="bf16"),
+    # for a CPU without bf16 units (fp32), one thread; run with the kernels held to AVX2 on a faster CPU,
+    # whose seconds stand for the AVX2-only CPU's at its measured speed (see BENCHMARKS.md)
+    **{f"{name} fp32 1 thread": dict(settings, precision="fp32", cpu_threads=1) for name, settings in {
+        "lstm256x2 b32 t64 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
+                                            lr=5e-3),
+        "lstm256x2 b32 t64 lr8e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
+                                            lr=8e-3),
+        "lstm256x2 b16 t64 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=16, seq_len=64,
+                                            lr=5e-3),
+        "lstm256x2 b32 t32 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=32,
+                                            lr=5e-3),
+        "lstm512x1 b32 t64 lr5e-3 d0": dict(arch="lstm", preset="medium", layers=1, dropout=0.0, batch_size=32,
+                                            seq_len=64, lr=5e-3),
+        "lstm192x2 b32 t64 lr6e-3 d0": dict(arch="lstm", preset="small", hidden=192, dropout=0.0, batch_size=32,
+                                            seq_len=64, lr=6e-3),
+        "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru", preset="small", dropout=0.0, batch_size=32, seq_len=64,
+                                           lr=5e-3),
+    }.items()},
+    # the same where the CPU has two physical cores: a second thread trained the LSTM 1.8x faster there
+    **{f"{name} fp32 2 threads": dict(settings, precision="fp32", cpu_threads=2) for name, settings in {
+        "lstm256x2 b32 t64 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
+                                            lr=5e-3),
+        "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru", preset="small", dropout=0.0, batch_size=32, seq_len=64,
+                                           lr=5e-3),
+        "lstm256x2 b32 t64 lr5e-3 d0.1": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64,
+                                              lr=5e-3),
+    }.items()},
 }
 # GPU candidates: real wall-clock budgets (a GPU session has the machine to itself). On an H100 these
 # models read ~100 epochs of tiny Shakespeare a minute, so the search is about size and regularisation.
