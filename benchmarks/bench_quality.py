@@ -36,6 +36,8 @@ from textgen_core.training import TrainConfig, Trainer
 
 GPU_TARGET = 1.40  # nats per char
 
+# the CPU defaults in fp32, which the candidates for a CPU without bf16 units vary
+FP32_BASE = dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64, lr=5e-3, precision="fp32")
 # name: model and training settings (anything not named: TrainConfig's defaults)
 CANDIDATES = {
     "lstm256x2 b32 t128 lr3e-3 fp32": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=128,
@@ -75,30 +77,20 @@ CANDIDATES = {
                                                seq_len=64, lr=4e-3, precision="bf16"),
     # for a CPU without bf16 units (fp32), one thread; run with the kernels held to AVX2 on a faster CPU,
     # whose seconds stand for the AVX2-only CPU's at its measured speed (see BENCHMARKS.md)
-    **{f"{name} fp32 1 thread": dict(settings, precision="fp32", cpu_threads=1) for name, settings in {
-        "lstm256x2 b32 t64 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
-                                            lr=5e-3),
-        "lstm256x2 b32 t64 lr8e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
-                                            lr=8e-3),
-        "lstm256x2 b16 t64 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=16, seq_len=64,
-                                            lr=5e-3),
-        "lstm256x2 b32 t32 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=32,
-                                            lr=5e-3),
-        "lstm512x1 b32 t64 lr5e-3 d0": dict(arch="lstm", preset="medium", layers=1, dropout=0.0, batch_size=32,
-                                            seq_len=64, lr=5e-3),
-        "lstm192x2 b32 t64 lr6e-3 d0": dict(arch="lstm", preset="small", hidden=192, dropout=0.0, batch_size=32,
-                                            seq_len=64, lr=6e-3),
-        "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru", preset="small", dropout=0.0, batch_size=32, seq_len=64,
-                                           lr=5e-3),
+    **{f"{name} fp32 1 thread": dict(FP32_BASE, **changes, cpu_threads=1) for name, changes in {
+        "lstm256x2 b32 t64 lr5e-3 d0": {},
+        "lstm256x2 b32 t64 lr8e-3 d0": dict(lr=8e-3),
+        "lstm256x2 b16 t64 lr5e-3 d0": dict(batch_size=16),
+        "lstm256x2 b32 t32 lr5e-3 d0": dict(seq_len=32),
+        "lstm512x1 b32 t64 lr5e-3 d0": dict(preset="medium", layers=1),
+        "lstm192x2 b32 t64 lr6e-3 d0": dict(hidden=192, lr=6e-3),
+        "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru"),
     }.items()},
     # the same where the CPU has two physical cores: a second thread trained the LSTM 1.8x faster there
-    **{f"{name} fp32 2 threads": dict(settings, precision="fp32", cpu_threads=2) for name, settings in {
-        "lstm256x2 b32 t64 lr5e-3 d0": dict(arch="lstm", preset="small", dropout=0.0, batch_size=32, seq_len=64,
-                                            lr=5e-3),
-        "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru", preset="small", dropout=0.0, batch_size=32, seq_len=64,
-                                           lr=5e-3),
-        "lstm256x2 b32 t64 lr5e-3 d0.1": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32, seq_len=64,
-                                              lr=5e-3),
+    **{f"{name} fp32 2 threads": dict(FP32_BASE, **changes, cpu_threads=2) for name, changes in {
+        "lstm256x2 b32 t64 lr5e-3 d0": {},
+        "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru"),
+        "lstm256x2 b32 t64 lr5e-3 d0.1": dict(dropout=0.1),
     }.items()},
 }
 # GPU candidates: real wall-clock budgets (a GPU session has the machine to itself). On an H100 these

@@ -17,7 +17,7 @@ def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16
     monkeypatch.setattr(defaults, "bf16_supported", lambda device: has_bf16)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some CPU (avx2 fma)")
     monkeypatch.setattr(defaults, "usable_cpu_flags", lambda: flags)
-    monkeypatch.setattr(defaults, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(defaults, "bf16_held_back", lambda: False)
     monkeypatch.setattr(defaults, "physical_cores", lambda: cores)
     settings, reason = defaults_for("cpu")
     assert (settings["arch"], settings["precision"], settings["cpu_threads"], settings["dropout"]) == expected

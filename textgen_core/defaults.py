@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from .devices import BF16_CPU_FLAGS, bf16_supported, cpu_flags, cpu_summary, physical_cores, usable_cpu_flags
+from .devices import bf16_held_back, bf16_supported, cpu_summary, physical_cores, usable_cpu_flags
 
 # Chosen on a 2-core AMD EPYC (avx512_bf16) by `python benchmarks/bench_quality.py --candidates`:
 # the best validation loss on tiny Shakespeare (char level) at equal training time / tokens
@@ -68,8 +68,7 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
         return settings, (f"CPU defaults for {cpu_summary()}: it has bf16 units, so bf16 autocast, which trains "
                           "this LSTM faster than fp32 there, on one thread (measured faster than two on 2 cores); "
                           "LSTM 256x2, batch 32 x 64")
-    no_bf16 = ("oneDNN is held below its bf16 units" if any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
-               else "it has no bf16 units")
+    no_bf16 = "oneDNN is held below its bf16 units" if bf16_held_back() else "it has no bf16 units"
     cores = physical_cores()
     if cores >= 2:
         settings.update(AVX2_CPU_CHANGES, cpu_threads=cores)

@@ -47,6 +47,10 @@ FLAG_NEEDS_ISA = (("avx512_bf16", "AVX512_CORE_BF16"), ("avx512_vnni", "AVX512_C
                   ("avx512", "AVX512_CORE"), ("amx", "AVX10_1_512_AMX"))   # flag prefixes, most specific first
 
 
+# The variables that hold the libraries to a lower instruction set, named beside a CPU figure taken so.
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def onednn_isa_cap() -> str | None:
     """The instruction set oneDNN is held to by ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA), None when
     it may use all the CPU has."""
@@ -103,8 +107,9 @@ def cpu_summary() -> str:
     return f"{cpu_name()} ({' '.join(flags) or 'no AVX2'}{held})"
 
 
-# The variables that hold the libraries to a lower instruction set, named beside a CPU figure taken so.
-ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+def bf16_held_back() -> bool:
+    """True when the CPU has bf16 units but oneDNN is held below them (ONEDNN_MAX_CPU_ISA)."""
+    return any(flag in cpu_flags() for flag in BF16_CPU_FLAGS) and not cpu_has_native_bf16()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -134,9 +139,8 @@ def resolve_precision(requested: str, device: str | torch.device) -> str:
     if requested == "auto":
         return "bf16" if kind == "cuda" and bf16_supported(device) else "fp32"
     if requested == "bf16" and not bf16_supported(device):
-        held = any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)   # the units are there, oneDNN held below
         where = ("this GPU has no bf16 support" if kind == "cuda" else
-                 f"oneDNN is held below this CPU's bf16 units ({cpu_summary()})" if held else
+                 f"oneDNN is held below this CPU's bf16 units ({cpu_summary()})" if bf16_held_back() else
                  f"this CPU has no bf16 units (it needs AVX512-BF16 or AMX; this one is {cpu_summary()})")
         raise ConfigError(f"bf16 precision is not available here: {where}; use precision fp32 or auto")
     return requested
