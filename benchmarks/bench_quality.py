@@ -85,12 +85,21 @@ CANDIDATES = {
         "lstm512x1 b32 t64 lr5e-3 d0": dict(preset="medium", layers=1),
         "lstm192x2 b32 t64 lr6e-3 d0": dict(hidden=192, lr=6e-3),
         "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru"),
+        # round 2, around round 1's winner (the GRU): shorter steps, the schedule's floor, width
+        "gru256x2 b32 t32 lr5e-3 d0": dict(arch="gru", seq_len=32),
+        "gru256x2 b16 t64 lr5e-3 d0": dict(arch="gru", batch_size=16),
+        "gru256x2 b16 t32 lr5e-3 d0": dict(arch="gru", batch_size=16, seq_len=32),
+        "gru256x2 b32 t64 lr8e-3 d0": dict(arch="gru", lr=8e-3),
+        "gru256x2 b32 t64 lr5e-3 d0 min-lr0": dict(arch="gru", min_lr_ratio=0.0),
+        "gru320x2 b32 t64 lr5e-3 d0": dict(arch="gru", hidden=320),
+        "gru256x2 emb128 b32 t64 lr5e-3 d0": dict(arch="gru", embedding=128),
     }.items()},
     # the same where the CPU has two physical cores: a second thread trained the LSTM 1.8x faster there
     **{f"{name} fp32 2 threads": dict(FP32_BASE, **changes, cpu_threads=2) for name, changes in {
         "lstm256x2 b32 t64 lr5e-3 d0": {},
         "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru"),
         "lstm256x2 b32 t64 lr5e-3 d0.1": dict(dropout=0.1),
+        "gru256x2 b32 t64 lr5e-3 d0.1": dict(arch="gru", dropout=0.1),
     }.items()},
 }
 # GPU candidates: real wall-clock budgets (a GPU session has the machine to itself). On an H100 these
@@ -261,6 +270,14 @@ def run_defaults(device: str, seconds: float, quick: bool) -> dict:
     return {"device": device, "settings": settings, "budget_s": seconds, "seconds_to_1_40": reached, **result}
 
 
+def known_names(asked: list[str] | None, known: dict, where: str) -> list[str]:
+    """The candidates asked for (all when none), or a clear exit naming those that do not exist."""
+    unknown = [name for name in asked or () if name not in known]
+    if unknown:
+        raise SystemExit(f"no such candidate: {', '.join(map(repr, unknown))} (see {where} in this script)")
+    return list(asked or known)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="60k characters, seconds of training")
@@ -279,7 +296,7 @@ def main() -> None:
     if args.candidates and args.gpu_only:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu-only needs a CUDA GPU")
-        names = args.only or list(GPU_CANDIDATES)
+        names = known_names(args.only, GPU_CANDIDATES, "GPU_CANDIDATES")
         rows = run_gpu_candidates(names[:1] if args.quick else names, args.seconds or 60, args.quick)
         print(f"\nGPU: {info['gpu']}")
         print(table(["candidate", "parameters", "train tok/s", "steps", "best val nats/char", "seconds to 1.40"],
@@ -289,7 +306,7 @@ def main() -> None:
                                         "rows": rows, "best": rows[0]["name"]})
         return
     if args.candidates:
-        names = args.only or list(CANDIDATES)
+        names = known_names(args.only, CANDIDATES, "CANDIDATES")
         if args.quick:
             names = names[:2]
         seconds = args.seconds or (3 if args.quick else 75)
