@@ -7,12 +7,13 @@ from textgen_core import defaults
 from textgen_core.defaults import defaults_for, propose_settings, recommended_run_settings
 
 
-@pytest.mark.parametrize("has_bf16, cores, expected, words", [
-    (True, 2, ("lstm", "bf16", 1, 0.0), "has bf16 units"),             # AMD EPYC: one thread was faster
-    (False, 2, ("lstm", "fp32", 2, 0.1), "no bf16 units"),             # AVX2: a second core 1.8x in fp32
-    (False, 1, ("gru", "fp32", 1, 0.0), "one physical core"),          # AVX2, one core: the GRU learned more
+@pytest.mark.parametrize("has_bf16, cores, expected, words, steps_per_s", [
+    (True, 2, ("lstm", "bf16", 1, 0.0), "has bf16 units", defaults.CPU_STEPS_PER_S["small"]),  # AMD EPYC
+    (False, 2, ("lstm", "fp32", 2, 0.1), "no bf16 units", defaults.NO_BF16_SMALL_STEPS_PER_S["cores"]),
+    (False, 1, ("gru", "fp32", 1, 0.0), "one physical core", defaults.NO_BF16_SMALL_STEPS_PER_S["one core"]),
 ])
-def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16, cores, expected, words):
+def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16, cores, expected, words,
+                                                            steps_per_s):
     flags = ("avx2", "fma", *(("avx512_bf16",) if has_bf16 else ()))
     monkeypatch.setattr(defaults, "bf16_supported", lambda device: has_bf16)
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some CPU (avx2 fma)")
@@ -25,7 +26,10 @@ def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16
     assert reason.endswith(f"{expected[0].upper()} 256x2, batch 32 x 64")
     run = recommended_run_settings("cpu")
     assert (run.arch, run.train.precision, run.train.cpu_threads, run.dropout) == expected
-    assert propose_settings(1_000_000, "cpu").reasons[0] == reason
+    long_text = propose_settings(1_000_000, "cpu")
+    assert long_text.reasons[0] == reason and long_text.steps_per_s == steps_per_s   # the epochs it estimates
+    short_text = propose_settings(4_000, "cpu")
+    assert short_text.settings["arch"] == expected[0] and f"a tiny {expected[0].upper()} with" in short_text.reasons[1]
 
 
 def test_a_cpu_with_amx_trains_on_every_core_with_dropout(monkeypatch):

@@ -30,7 +30,7 @@ def key_of(corpus: Optional[Corpus], device: str) -> Hashable:
 
 
 def steps_per_s(proposal: Proposal, corpus_chars: int) -> Optional[float]:
-    """The steps a second the proposal assumes for its model (measured; see defaults.CPU_STEPS_PER_S),
+    """The steps a second the proposal assumes for its model (measured; see defaults.cpu_steps_per_s),
     None without a corpus."""
     if not corpus_chars or proposal.steps_per_s != proposal.steps_per_s:   # nan: no corpus
         return None
