@@ -108,15 +108,6 @@ def recommended_run_settings(device: str = "auto", **overrides):
     return RunSettings(**{k: v for k, v in values.items() if k not in train_fields}, train=train)
 
 
-def cpu_steps_per_s(values: dict) -> float:
-    """The trainer's measured steps a second for proposed CPU settings (see the rates above)."""
-    if values.get("preset") != "small":
-        return CPU_STEPS_PER_S.get(values.get("preset", "small"), CPU_STEPS_PER_S["small"])
-    if values["precision"] == "fp32":
-        return NO_BF16_SMALL_STEPS_PER_S["one core" if values["cpu_threads"] == 1 else "cores"]
-    return AMX_SMALL_STEPS_PER_S if cpu_has_amx() else CPU_STEPS_PER_S["small"]
-
-
 # --- settings proposed for a corpus -------------------------------------------------------------------
 @dataclass
 class Proposal:
@@ -138,6 +129,16 @@ NO_BF16_SMALL_STEPS_PER_S = {"cores": 10.7, "one core": 7.2}
 GPU_STEPS_PER_S = 29.0         # the GPU defaults on an H100: 1,731 steps in their minute (BENCHMARKS.md)
 SHORT_TEXT_CHARS = 50_000      # below: a tiny model, small batches, strong regularisation
 MEDIUM_TEXT_CHARS = 500_000    # below: the CPU model with more dropout and early stopping
+
+
+def cpu_steps_per_s(values: dict) -> float:
+    """The trainer's measured steps a second for proposed CPU settings (the rates above; more than two cores
+    would train faster than the two measured)."""
+    if values.get("preset") != "small":
+        return CPU_STEPS_PER_S.get(values.get("preset", "small"), CPU_STEPS_PER_S["small"])
+    if values["precision"] == "fp32":
+        return NO_BF16_SMALL_STEPS_PER_S["one core" if values["cpu_threads"] == 1 else "cores"]
+    return AMX_SMALL_STEPS_PER_S if cpu_has_amx() else CPU_STEPS_PER_S["small"]
 
 
 def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
