@@ -84,19 +84,22 @@ def assert_same_losses(a: Path, b: Path) -> None:
         assert x[3] is None or x[3] == pytest.approx(y[3], abs=1e-4)
 
 
-def test_two_processes_train_like_one_with_the_same_global_batch(song, tmp_path):
-    proc = torchrun("train", str(song), "--out", str(tmp_path / "two"), *SETTINGS, "--max-steps", "20")
+@pytest.mark.parametrize("batches", [[], ["--carry-state"]], ids=["random windows", "state carried"])
+def test_two_processes_train_like_one_with_the_same_global_batch(song, tmp_path, batches):
+    """With the state carried, each process reads on through its half of the streams."""
+    settings = [*SETTINGS, *batches, "--max-steps", "20"]
+    proc = torchrun("train", str(song), "--out", str(tmp_path / "two"), *settings)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "2 processes (gloo), 4 windows each of every batch of 8" in err
     assert out.count("saved to") == 1                     # rank 0 alone prints ...
-    single = one_process("train", str(song), "--out", str(tmp_path / "one"), *SETTINGS, "--max-steps", "20")
+    single = one_process("train", str(song), "--out", str(tmp_path / "one"), *settings)
     assert single.returncode == 0, single.stderr
     assert_same_losses(tmp_path / "one", tmp_path / "two")
     # ... and writes: one folder, the same files as one process's
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
     info = json.loads((tmp_path / "two" / "run.json").read_text())
-    assert info["train_config"]["batch_size"] == 8
+    assert info["train_config"]["batch_size"] == 8 and info["train_config"]["carry_state"] == bool(batches)
     assert info["distributed"] == {"processes": 2, "backend": "gloo", "batch_per_process": 4}
     assert info["hardware"].startswith("2 x CPU")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from textgen_core import ConfigError, ModelConfig, TrainConfig, Trainer, build_model, training
-from textgen_core.data import TokenSplit, split_ids, to_id_tensor
+from textgen_core.data import StreamWindows, TokenSplit, split_ids, to_id_tensor
 from textgen_core.tokenizers import CharTokenizer
 
 
@@ -139,23 +139,85 @@ def test_divergence_stops_and_keeps_best_weights(small_text):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
-def test_resume_continues_the_same_run(small_text, tmp_path):
-    """Stopped at step 20 and resumed to 40 gives the same result as 40 steps in one go."""
+@pytest.mark.parametrize("arch, carry_state", [("gru", False), ("gru", True), ("lstm", True), ("attention", True)])
+def test_resume_continues_the_same_run(small_text, tmp_path, arch, carry_state):
+    """Stopped at step 20 and resumed to 40 gives the same result as 40 steps in one go (with the state
+    carried: the same place in the streams, and the state the first part ended with)."""
     tokenizer, split = char_split(small_text)
-    straight = make_trainer(split, tokenizer.vocab_size, max_steps=40).fit()
+    settings = dict(arch=arch, max_steps=40, carry_state=carry_state)
+    straight = make_trainer(split, tokenizer.vocab_size, **settings).fit()
 
     stop = threading.Event()
-    first = make_trainer(split, tokenizer.vocab_size, max_steps=40, checkpoint_dir=tmp_path)
+    first = make_trainer(split, tokenizer.vocab_size, checkpoint_dir=tmp_path, **settings)
     first.callbacks.append(lambda e: stop.set() if e.kind == "eval" and e.step == 20 else None)
     assert first.fit(stop).end.step == 20
 
-    second = make_trainer(split, tokenizer.vocab_size, max_steps=40, checkpoint_dir=tmp_path)
+    second = make_trainer(split, tokenizer.vocab_size, checkpoint_dir=tmp_path, **settings)
     second.resume(tmp_path)
     assert second.step == 20
     history = second.fit()
     assert history.end.step == 40
     assert [p["step"] for p in history.evals] == [10, 20, 30, 40]
     torch.testing.assert_close(history.evals[-1]["val_loss"], straight.evals[-1]["val_loss"])
+
+
+def test_stream_windows_read_each_row_on_through_its_own_part_of_the_text():
+    ids = torch.arange(200)   # each id is its own position
+    streams = StreamWindows(ids, batch=4, seq_len=8, generator=torch.Generator().manual_seed(0))
+    assert streams.stream_len == 50
+    starts = torch.arange(4)[:, None] * 50                  # (B, 1) where each row's part begins
+    previous, passes = None, 0
+    for _ in range(20):
+        inputs, targets, new_pass = streams.next()
+        assert inputs.shape == (4, 8) and torch.equal(targets, inputs + 1)
+        assert (inputs >= starts).all() and (targets < starts + 50).all()   # never into the next row's part
+        if new_pass:
+            passes += 1
+            assert 0 <= int(inputs[0, 0]) < 8 and torch.equal(inputs[:, :1], starts + inputs[0, 0])
+        else:
+            assert torch.equal(inputs[:, 0], previous[:, -1] + 1)   # on from where the last window ended
+        previous = inputs
+    assert passes == 4   # five or six windows of 8 fit in each pass over 50 ids, so 20 make 4 passes
+    # on two ranks each keeps its half of the rows of the same batches
+    first, second = (StreamWindows(ids, 4, 8, torch.Generator().manual_seed(0), part=(rank, 2)) for rank in (0, 1))
+    whole = StreamWindows(ids, 4, 8, torch.Generator().manual_seed(0))
+    for _ in range(7):
+        assert torch.equal(torch.cat([first.next()[0], second.next()[0]]), whole.next()[0])
+
+
+def test_a_text_too_short_for_a_stream_per_row_is_refused():
+    with pytest.raises(ConfigError, match="4 streams of at least 9 tokens need 36; use a smaller batch size"):
+        StreamWindows(torch.arange(35), batch=4, seq_len=8, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("carry_state", [False, True])
+def test_each_step_starts_from_the_state_the_last_one_ended_with(small_text, carry_state):
+    """With the state carried the model reads each window from the detached state of the window before
+    (from no context only where a pass over the streams begins); with random windows, always from none."""
+    tokenizer, split = char_split(small_text)
+    trainer = make_trainer(split, tokenizer.vocab_size, carry_state=carry_state, max_steps=30)
+    calls = []   # (the state given, the state returned) of each training forward
+    forward = trainer.model.forward
+
+    def recording(ids, state=None):
+        logits, new_state = forward(ids, state)
+        if trainer.model.training:
+            calls.append((state, new_state))
+        return logits, new_state
+
+    trainer.model.forward = recording
+    trainer.fit()
+    assert len(calls) == 30
+    given = [state for state, _ in calls]
+    if not carry_state:
+        assert all(state is None for state in given)
+        return
+    stream_len = len(split.train) // 8
+    most, fewest = (stream_len - 1) // 16, (stream_len - 16) // 16    # windows in a pass (offset 0 or 15)
+    assert given[0] is None and math.ceil(30 / most) <= given.count(None) <= math.ceil(30 / fewest)
+    for (state, _), (_, before) in zip(calls[1:], calls):
+        if state is not None:
+            assert not state.requires_grad and torch.equal(state, before)
 
 
 @pytest.mark.parametrize("bad, message", [

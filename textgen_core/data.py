@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional, cast
 
 import torch
 
@@ -93,10 +93,21 @@ def random_windows(ids: torch.Tensor | TokenStore, batch: int, seq_len: int, gen
     the same ``batch`` offsets and keeps its own slice of them, B / ranks windows.
     """
     starts = torch.randint(0, len(ids) - seq_len, (batch,), generator=generator)
+    return windows_at(ids, rank_share(starts, part), seq_len)
+
+
+def rank_share(rows: torch.Tensor, part: tuple[int, int]) -> torch.Tensor:
+    """The rows of a batch that rank ``part[0]`` of ``part[1]`` trains on (all of them for one rank)."""
     rank, ranks = part
-    if ranks > 1:
-        share = batch // ranks
-        starts = starts[rank * share:(rank + 1) * share]
+    if ranks == 1:
+        return rows
+    share = len(rows) // ranks
+    return rows[rank * share:(rank + 1) * share]
+
+
+def windows_at(ids: torch.Tensor | TokenStore, starts: torch.Tensor, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The windows of ``seq_len + 1`` ids that begin at ``starts`` (B,) on the CPU: inputs (B, T) and
+    next-token targets (B, T), int64 on ids' device."""
     if ids.device.type == "cuda":
         starts = starts.pin_memory().to(ids.device, non_blocking=True)
     elif ids.device != starts.device:
@@ -105,6 +116,40 @@ def random_windows(ids: torch.Tensor | TokenStore, batch: int, seq_len: int, gen
     # one gather from the ids: the batch itself (a token file's store reads it from disk)
     window = ids[index].long() if isinstance(ids, torch.Tensor) else ids.gather(index)
     return window[:, :-1], window[:, 1:]
+
+
+class StreamWindows:
+    """Training batches for a model whose state is carried from one step to the next (as char-rnn does).
+
+    The training ids are cut into ``batch`` equal contiguous streams; row b of every batch is the next
+    window of stream b, so the state the model ends one window with is the context of the next, and
+    training sees the long context that evaluation and sampling give the model. A pass ends when a
+    stream has no whole window left. Each pass starts at a random offset below ``seq_len`` (so windows
+    do not cut the text at the same places every pass), and with no context.
+    """
+
+    def __init__(self, ids: torch.Tensor | TokenStore, batch: int, seq_len: int, generator: torch.Generator,
+                 part: tuple[int, int] = (0, 1)) -> None:
+        self.ids, self.seq_len, self.generator, self.part = ids, seq_len, generator, part
+        self.stream_len = len(ids) // batch
+        if self.stream_len < seq_len + 1:
+            raise ConfigError(
+                f"carrying the state cuts the {len(ids)} training tokens into one stream per batch row, and "
+                f"{batch} streams of at least {seq_len + 1} tokens need {batch * (seq_len + 1)}; use a smaller "
+                "batch size or sequence length, or random windows (turn carry state off)")
+        self.stream_starts = torch.arange(batch) * self.stream_len     # (B,) where each stream begins
+        self.position: Optional[int] = None   # where the next window begins in each stream; None: a new pass
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """This rank's inputs (B, T) and targets (B, T), and whether they begin a pass (no context yet)."""
+        new_pass = self.position is None or self.position + self.seq_len + 1 > self.stream_len
+        if new_pass:
+            latest = min(self.seq_len - 1, self.stream_len - self.seq_len - 1)
+            self.position = int(torch.randint(0, latest + 1, (1,), generator=self.generator))
+        position = cast(int, self.position)
+        inputs, targets = windows_at(self.ids, rank_share(self.stream_starts, self.part) + position, self.seq_len)
+        self.position = position + self.seq_len
+        return inputs, targets, new_pass
 
 
 # Each stream starts with no context, so its first tokens are predicted badly. Long streams keep that

@@ -17,19 +17,22 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .data import TokenSplit, random_windows
+from .data import StreamWindows, TokenSplit, random_windows
 from .devices import resolve_precision
 from .distributed import Distributed, is_peer_failure, note_failure, take_failure_note
 from .errors import ConfigError, ModelFolderError
 from .evaluation import autocast_for, bits_per_char, total_nats
 from .memory import is_out_of_memory
-from .models import LanguageModel
+from .models import LanguageModel, State
+from .models.base import map_state, state_leaves
 
 
 @dataclass
 class TrainConfig:
     batch_size: int = 64               # windows per optimizer step
     seq_len: int = 128                 # tokens per window (backpropagation length)
+    carry_state: bool = False          # each batch row reads on through one stream of the text, the model's
+                                       # state carried between steps; False: random windows, each from no context
     lr: float = 3e-3                   # peak learning rate for AdamW
     weight_decay: float = 0.01         # decoupled weight decay, matrices and embeddings only
     warmup_steps: int = 50             # linear warm-up, then cosine decay to min_lr_ratio * lr
@@ -69,6 +72,7 @@ class TrainConfig:
         check("cpu_threads",
               self.cpu_threads is None or (isinstance(self.cpu_threads, int) and 1 <= self.cpu_threads <= 1024),
               "must be a whole number from 1 to 1024")
+        check("carry_state", isinstance(self.carry_state, bool), "must be true or false")
         check("seed", isinstance(self.seed, int) and -2**63 <= self.seed < 2**64, "must be a 64-bit integer")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for, but no CUDA GPU is available; use auto or cpu")
@@ -214,6 +218,11 @@ class Trainer:
         self.threads = (config.cpu_threads or torch.get_num_threads()) if self.device.type == "cpu" else None
         self.optimizer = self._make_optimizer()
         self.generator = torch.Generator().manual_seed(config.seed)
+        # carry_state: the batches, one stream of the text per row (all ranks' rows), and the model's state
+        # after the last step's windows (detached: backpropagation stops at the window's start)
+        self.streams = StreamWindows(self.train_ids, config.batch_size, config.seq_len, self.generator,
+                                     part=(self.dist.rank, self.dist.world)) if config.carry_state else None
+        self.carried: State = None
         torch.manual_seed(config.seed + self.dist.rank)  # dropout masks: each rank its own
         self.tokens_per_step = config.batch_size * config.seq_len
         self.total_steps = self._total_steps()
@@ -330,6 +339,7 @@ class Trainer:
                     self.dist.broken = True
                     note_failure(self.failure_dir, self.dist.rank, self._end_message("out_of_memory", None))
                 self.optimizer.zero_grad(set_to_none=True)
+                self.carried = None
                 release_memory(self.device)
                 reason = "out_of_memory"
                 break
@@ -398,12 +408,19 @@ class Trainer:
 
     def _train_step(self) -> torch.Tensor:
         cfg = self.config
-        inputs, targets = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.generator,
-                                         part=(self.dist.rank, self.dist.world))
+        if self.streams is None:
+            inputs, targets = random_windows(self.train_ids, cfg.batch_size, cfg.seq_len, self.generator,
+                                             part=(self.dist.rank, self.dist.world))
+            state = None
+        else:
+            inputs, targets, new_pass = self.streams.next()
+            state = None if new_pass else self.carried
         if inputs.device != self.device:   # windows read from a token file on disk
             inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
         with autocast_for(self.device, self.precision):
-            logits, _ = cast(torch.nn.Module, self.step_model)(inputs)   # _fit made it before the loop
+            logits, state = cast(torch.nn.Module, self.step_model)(inputs, state)   # _fit made it before the loop
+        if self.streams is not None:
+            self.carried = map_state(torch.Tensor.detach, state)
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -495,10 +512,13 @@ class Trainer:
         tensors["rng.batches"] = self.generator.get_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        if self.carried is not None and not self.dist.active:   # several ranks: each holds only its rows
+            tensors.update({f"carried.{i}": t for i, t in enumerate(state_leaves(self.carried))})
         checkpoint.write_resume(folder, tensors, {
             "step": self.step, "elapsed": elapsed, "optimizer": optim_scalars,
             "best_val_loss": self.best_val_loss if self.best_step is not None else None,
             "best_step": self.best_step, "history": self.history.points,
+            "stream_position": self.streams.position if self.streams else None,
             "train_config": asdict(self.config), "run": self.identity,
         }, best=self.best_state, best_changed=save_best)
 
@@ -530,6 +550,28 @@ class Trainer:
             self.best_step, self.best_val_loss = state["best_step"], state["best_val_loss"]
             self.best_state = best
         self.evals_since_best = 0  # a resumed run gets its full patience again
+        if self.streams is not None:
+            self._resume_streams(self.streams, state.get("stream_position"), tensors)
+
+    def _resume_streams(self, streams: StreamWindows, position: Optional[int],
+                        tensors: dict[str, torch.Tensor]) -> None:
+        """Read on where the checkpointed run was in its streams, with its carried state where the
+        checkpoint has one for every row (one process wrote it and one resumes it; else from no context).
+        A checkpoint without a stream position, or with one past these streams' end, starts a new pass."""
+        if not isinstance(position, int) or not 0 <= position < streams.stream_len:
+            return
+        streams.position = position
+        template = self.model.init_state(self.local_batch, self.device)
+        leaves = [tensors.get(f"carried.{i}") for i in range(len(state_leaves(template)))]
+        if self.dist.active or any(t is None for t in leaves) or f"carried.{len(leaves)}" in tensors:
+            return
+        saved = cast(list[torch.Tensor], leaves)
+        # the same sizes as a fresh state's (an attention cache's length, 0 there, may be any); a changed
+        # batch size makes other streams
+        if all(t.dim() == want.dim() and all(got == size for got, size in zip(t.shape, want.shape) if size)
+               for t, want in zip(saved, state_leaves(template))):
+            leaves_left = iter(saved)
+            self.carried = map_state(lambda _: next(leaves_left).to(self.device), template)
 
 
 def _check_fits(model: LanguageModel, weights: dict[str, torch.Tensor]) -> None:

@@ -32,6 +32,7 @@ from ..errors import ConfigError
 from ..hub import Bundle
 from ..memory import eval_floats
 from ..models import LanguageModel
+from ..models.base import map_state, state_leaves
 from ..tokenizers import Tokenizer
 from .spans import token_bounds
 
@@ -183,12 +184,6 @@ def chunk_tokens(model: LanguageModel, streams: int) -> int:
     return chunk
 
 
-def _leaves(state: Any) -> list[torch.Tensor]:
-    if isinstance(state, torch.Tensor):
-        return [state]
-    return [t for part in state for t in _leaves(part)] if isinstance(state, (tuple, list)) else []
-
-
 def batch_dims(model: LanguageModel) -> list[int]:
     """For each tensor of the model's state, its batch dimension (the one in which a state for one
     stream and a state for two differ)."""
@@ -197,26 +192,18 @@ def batch_dims(model: LanguageModel) -> list[int]:
     except (TypeError, RuntimeError, NotImplementedError):
         one, two = model.init_state(1), model.init_state(2)
     return [next(d for d, (a, b) in enumerate(zip(x.shape, y.shape)) if a != b)
-            for x, y in zip(_leaves(one), _leaves(two))]
+            for x, y in zip(state_leaves(one), state_leaves(two))]
 
 
 def state_row(state: Any, dims: list[int], row: int) -> Any:
     """Stream ``row`` of a batched state, in the state's own structure (the batch dimension kept)."""
-    leaves = iter(zip(_leaves(state), dims))
-
-    def rebuild(part: Any) -> Any:
-        if isinstance(part, torch.Tensor):
-            tensor, dim = next(leaves)
-            return tensor.narrow(dim, row, 1)
-        rebuilt = [rebuild(p) for p in part]
-        return tuple(rebuilt) if isinstance(part, tuple) else rebuilt
-
-    return rebuild(state)
+    dims_left = iter(dims)
+    return map_state(lambda tensor: tensor.narrow(next(dims_left), row, 1), state)
 
 
 def state_gap(a: Any, b: Any) -> float:
     """The largest difference between two states of the same shape (inf when the shapes differ)."""
-    pairs = list(zip(_leaves(a), _leaves(b)))
+    pairs = list(zip(state_leaves(a), state_leaves(b)))
     if any(x.shape != y.shape for x, y in pairs):
         return math.inf
     return max((float((x.float() - y.float()).abs().max()) for x, y in pairs if x.numel()), default=0.0)

@@ -9,6 +9,7 @@ and carrying the state gives the same logits as feeding it whole; generation rel
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -23,6 +24,23 @@ if TYPE_CHECKING:
     from ..tokenizers import Tokenizer
 
 State = Any  # a tensor, a tuple of tensors, or a list of them, depending on the architecture
+
+
+def state_leaves(state: State) -> list[torch.Tensor]:
+    """The tensors of a state, in order."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return [t for part in state for t in state_leaves(part)] if isinstance(state, (tuple, list)) else []
+
+
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
+    """``state`` with each of its tensors replaced by ``fn(tensor)``, in the state's own structure."""
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    if isinstance(state, (tuple, list)):
+        mapped = [map_state(fn, part) for part in state]
+        return tuple(mapped) if isinstance(state, tuple) else mapped
+    return state
 _IGNORED_MIXIN_OPTIONS = {"strict", "token", "force_download", "local_files_only", "proxies",
                           "resume_download"}
 NO_TOKENIZER = ("the model has no tokenizer, and a model folder without one cannot be loaded by tg.load: "
