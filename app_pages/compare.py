@@ -46,6 +46,7 @@ proposals.follow("_cmp_proposal", proposals.key_of(corpus, device), {
     "cmp_steps": compare.DEFAULT_STEPS, "cmp_minutes": 1.0,
     "cmp_eval_every": compare.eval_every_for(compare.DEFAULT_STEPS),
     "cmp_batch": int(values["batch_size"]), "cmp_seq_len": int(values["seq_len"]),
+    "cmp_carry_state": bool(values.get("carry_state", TrainConfig.carry_state)),
     **{f"cmp_preset_{i}": values["preset"] for i in range(4)}, **{f"cmp_lr_{i}": float(values["lr"]) for i in range(4)},
     **{f"cmp_dropout_{i}": float(values.get("dropout", 0.1)) for i in range(4)}})
 if corpus is None:
@@ -107,11 +108,14 @@ seq_len = c[3].number_input("Sequence length", step=16, key="cmp_seq_len", persi
                             help=HELP["seq_len"])
 eval_every = c[4].number_input("Evaluate every", step=10, key="cmp_eval_every", persist_state="session",
                                help=HELP["eval_every"])
+carry_state = st.toggle("Carry state between steps", key="cmp_carry_state", persist_state="session",
+                        help=HELP["carry_state"])
 st.caption(compare.points_text(budget_kind, float(budget), int(eval_every), rate))
 budget_field = "max_steps" if budget_kind == "steps" else "max_minutes"
 train_fields = {budget_field: (f"{budget_kind.capitalize()} each", int(budget) if budget_kind == "steps" else
                                float(budget)),
                 "batch_size": ("Batch size", int(batch)), "seq_len": ("Sequence length", int(seq_len)),
+                "carry_state": ("Carry state between steps", bool(carry_state)),
                 "eval_every": ("Evaluate every", int(eval_every))}
 
 

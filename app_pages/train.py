@@ -87,6 +87,8 @@ with middle:
     batch = c1.number_input("Batch size", step=8, key="batch", persist_state="session", help=HELP["batch"])
     seq_len = c2.number_input("Sequence length", step=16, key="seq_len", persist_state="session",
                               help=HELP["seq_len"])
+    carry_state = st.toggle("Carry state between steps", key="carry_state", persist_state="session",
+                            help=HELP["carry_state"])
     c1, c2 = st.columns(2)
     eval_every = c1.number_input("Evaluate every (steps)", step=10, key="eval_every", persist_state="session",
                                  help=HELP["eval_every"])
@@ -120,6 +122,7 @@ with right:
 budget_field = {"steps": "max_steps", "epochs": "epochs", "minutes": "max_minutes"}[budget_kind]
 train_fields = {"lr": ("Learning rate", float(lr)), "weight_decay": ("Weight decay", float(weight_decay)),
                 "batch_size": ("Batch size", int(batch)), "seq_len": ("Sequence length", int(seq_len)),
+                "carry_state": ("Carry state between steps", bool(carry_state)),
                 "eval_every": ("Evaluate every (steps)", int(eval_every)),
                 "patience": ("Patience (evaluations)", int(patience) or None), "seed": ("Seed", int(seed)),
                 budget_field: (f"Budget ({budget_kind})", int(budget) if budget_kind == "steps" else float(budget))}

@@ -85,6 +85,7 @@ def test_every_column_starts_from_the_proposal_with_enough_evaluations(app_env, 
         assert at.number_input(key=f"cmp_dropout_{i}").value == pytest.approx(proposed["dropout"])
     assert (at.number_input(key="cmp_batch").value, at.number_input(key="cmp_seq_len").value) == (
         proposed["batch_size"], proposed["seq_len"])
+    assert at.toggle(key="cmp_carry_state").value == proposed.get("carry_state", False)
     assert (at.number_input(key="cmp_steps").value, at.number_input(key="cmp_eval_every").value) == (600, 50)
     assert "12 evaluations per configuration." in texts(at.caption)
     at = set_values(at, cmp_steps=1200)
@@ -109,7 +110,7 @@ def test_each_curve_gets_twelve_points_and_the_page_says_whether_timings_compare
     at = compare_page(upload(new_app()))
     at = set_values(at, cmp_preset_0="tiny", cmp_preset_1="tiny", cmp_batch=4, cmp_seq_len=16, cmp_steps=120)
     assert at.number_input(key="cmp_eval_every").value == 10
-    at = set_values(at, cmp_hidden_0=32, cmp_hidden_1=48, cmp_lr_1=0.002, cmp_dropout_0=0.2)
+    at = set_values(at, cmp_hidden_0=32, cmp_hidden_1=48, cmp_lr_1=0.002, cmp_dropout_0=0.2, cmp_carry_state=True)
     other = new_job(at.session_state["corpus"], tiny_settings(100_000), owner="someone-else")
     get_registry().submit(other)   # another session trains meanwhile
     try:
@@ -118,6 +119,7 @@ def test_each_curve_gets_twelve_points_and_the_page_says_whether_timings_compare
         assert [j.name for j in jobs] == ["gru-tiny-char-h32-lr0.003-d0.2", "lstm-tiny-char-h48-lr0.002-d0.3"]
         assert [(j.settings.hidden, j.settings.train.lr, j.settings.dropout) for j in jobs] == [
             (32, 0.003, 0.2), (48, 0.002, 0.3)]
+        assert [j.settings.train.carry_state for j in jobs] == [True, True]   # the page's switch, for both
         join(jobs, 240)
     finally:
         other.stop()

@@ -42,6 +42,7 @@ def test_the_widgets_start_from_the_settings_proposed_for_the_corpus(app_env, si
     assert value(at, "dropout") == pytest.approx(proposed["dropout"])
     assert value(at, "weight_decay") == pytest.approx(proposed.get("weight_decay", 0.01))
     assert value(at, "patience") == (proposed.get("patience") or 0)
+    assert value(at, "carry_state") == proposed.get("carry_state", False)
     assert value(at, "budget_kind") == "minutes" and value(at, "precision") == proposed["precision"]
     (why,) = at.expander
     assert why.label.startswith(f"Proposed for this corpus ({chars:,} characters)")
@@ -101,7 +102,8 @@ def test_a_big_model_on_a_short_text_is_flagged_before_start(app_env):
 def test_every_setting_has_a_line_of_help(app_env):
     at = set_values(train_page(upload(new_app(), text_of("4 KB").encode(), "song.txt")), explicit_sizes=True)
     keys = ("arch", "explicit_sizes", "embedding", "hidden", "layers", "dropout", "lr", "weight_decay", "batch",
-            "seq_len", "eval_every", "patience", "budget_kind", "budget_minutes", "device", "precision", "seed")
+            "seq_len", "carry_state", "eval_every", "patience", "budget_kind", "budget_minutes", "device",
+            "precision", "seed")
     for key in keys:
         help_text = at.get_by_key(key).help
         assert help_text and len(help_text) > 40 and "\n" not in help_text, key

@@ -146,3 +146,20 @@ def test_streamlit_does_not_collect_garbage_after_every_rerun():
 
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["runner"]["postScriptGC"] is False
+
+
+def test_carrying_the_state_trains_and_a_text_too_short_for_it_is_named(app_env):
+    at = set_values(train_page(upload(new_app())), **TINY, carry_state=True)
+    at = click(at, "Start")
+    job = at.session_state["train_job"]
+    assert job.settings.train.carry_state
+    join([job])
+    at.run()
+    assert any("finished: reached the step budget (30 steps)" in t for t in texts(at.success))
+    at = set_values(at, batch=512)
+    at = click(at, "Start")
+    join([at.session_state["train_job"]])
+    at.run()
+    assert any("failed: carrying the state cuts the 6615 training tokens into one stream per batch row, and 512 "
+               "streams of at least 33 tokens need 16896; use a smaller batch size" in t for t in texts(at.error))
+    assert at.session_state["train_job"] is not job and job.bundle is not None   # the first run is kept

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "which and why); the flags given win")
     train.add_argument("--seq-len", type=int, help=f"tokens per training window (default {defaults.seq_len})")
     train.add_argument("--batch-size", type=int, help=f"windows per step (default {defaults.batch_size})")
+    train.add_argument("--carry-state", action=argparse.BooleanOptionalAction,
+                       help="each batch row reads on through its own part of the text, the model's state "
+                            "carried from one step to the next (as char-rnn does), so training sees the long "
+                            "context that sampling gives; --no-carry-state: random windows, each from no context "
+                            f"(default: {'on' if defaults.carry_state else 'off'})")
     train.add_argument("--lr", type=float, help=f"peak learning rate (default {defaults.lr:g})")
     train.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {defaults.weight_decay:g})")
     train.add_argument("--max-steps", type=int)
@@ -163,7 +168,8 @@ def run_train(args: argparse.Namespace) -> int:
     train_values = dict(batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                         weight_decay=args.weight_decay, max_steps=args.max_steps, epochs=args.epochs,
                         max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
-                        precision=args.precision, cpu_threads=args.cpu_threads, seed=args.seed)
+                        precision=args.precision, cpu_threads=args.cpu_threads, seed=args.seed,
+                        carry_state=args.carry_state)
     given = dict(tokenizer=args.tokenizer, vocab_size=args.vocab_size, arch=args.model, preset=args.preset,
                  embedding=args.embedding, hidden=args.hidden, layers=args.layers, dropout=args.dropout,
                  context=args.context, val_fraction=args.val_fraction)

@@ -32,6 +32,9 @@ HELP = {
              "uses more memory; each step takes longer.",
     "seq_len": "How many tokens each piece of text is. Longer lets the model learn from further back, and "
                "makes each step slower.",
+    "carry_state": "Each row of a batch reads on through its own part of the text, and the model's memory carries "
+                   "over from one step to the next (as char-rnn does), so it learns with the long context it has "
+                   "when it writes. Off: random pieces, each read from a blank memory.",
     "eval_every": "Steps between checks on the held-out text (a point on the validation curve and a sample). "
                   "Lower draws more points and spends more time checking.",
     "patience": "Stop when this many checks in a row found no better validation loss; 0 trains to the end of "

@@ -53,6 +53,7 @@ def train_widgets(proposal: Proposal, corpus_chars: int, val_fraction: float) ->
         dropout=float(values.get("dropout", 0.1)), lr=float(values["lr"]),
         weight_decay=float(values.get("weight_decay", TrainConfig.weight_decay)),
         batch=int(values["batch_size"]), seq_len=int(values["seq_len"]), eval_every=int(values["eval_every"]),
+        carry_state=bool(values.get("carry_state", TrainConfig.carry_state)),
         patience=int(values.get("patience") or 0), budget_kind="minutes",
         budget_minutes=float(values["max_minutes"]), budget_steps=max(10, steps),
         budget_epochs=float(max(0.5, round(steps * tokens_per_step / train_tokens, 1))) if corpus_chars else 1.0,
