@@ -15,6 +15,7 @@ Candidate mode (--candidates) chooses the CPU defaults at equal time on a shared
     python benchmarks/bench_quality.py                           # CPU 5 min (+ GPU 60 s when present)
     python benchmarks/bench_quality.py --candidates --seconds 60 # the CPU defaults search, round 1
     python benchmarks/bench_quality.py --candidates --tokens 3750000 --only ...   # round 2
+    python benchmarks/bench_quality.py --changes '{"carry_state": false}'   # the CPU defaults, one change
     python benchmarks/bench_quality.py --quick                   # seconds, for the smoke test
     python benchmarks/bench_quality.py --gpu-only                # the GPU defaults, 60 s
     python benchmarks/bench_quality.py --candidates --gpu-only   # the GPU defaults search (60 s each)
@@ -22,6 +23,7 @@ Candidate mode (--candidates) chooses the CPU defaults at equal time on a shared
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -75,6 +77,8 @@ CANDIDATES = {
     # for a CPU with AMX, which trains the defaults about twice as fast (twice the epochs in 5 minutes)
     "lstm384x2 b32 t64 lr4e-3 d0.1 bf16": dict(arch="lstm", preset="small", hidden=384, dropout=0.1, batch_size=32,
                                                seq_len=64, lr=4e-3, precision="bf16"),
+    "lstm256x2 b32 t64 lr5e-3 bf16 carried": dict(arch="lstm", preset="small", dropout=0.1, batch_size=32,
+                                                  seq_len=64, lr=5e-3, precision="bf16", carry_state=True),
     # for a CPU without bf16 units (fp32), one thread; run with the kernels held to AVX2 on a faster CPU,
     # whose seconds stand for the AVX2-only CPU's at its measured speed (see BENCHMARKS.md)
     **{f"{name} fp32 1 thread": dict(FP32_BASE, **changes, cpu_threads=1) for name, changes in {
@@ -93,6 +97,11 @@ CANDIDATES = {
         "gru256x2 b32 t64 lr5e-3 d0 min-lr0": dict(arch="gru", min_lr_ratio=0.0),
         "gru320x2 b32 t64 lr5e-3 d0": dict(arch="gru", hidden=320),
         "gru256x2 emb128 b32 t64 lr5e-3 d0": dict(arch="gru", embedding=128),
+        # round 3: each batch row reading on through its part of the text, the state carried between steps
+        "gru256x2 b32 t64 lr5e-3 d0 carried": dict(arch="gru", carry_state=True),
+        "gru256x2 b16 t64 lr5e-3 d0 carried": dict(arch="gru", batch_size=16, carry_state=True),
+        "gru256x2 b32 t32 lr5e-3 d0 carried": dict(arch="gru", seq_len=32, carry_state=True),
+        "lstm256x2 b32 t64 lr5e-3 d0.1 carried": dict(dropout=0.1, carry_state=True),
     }.items()},
     # the same where the CPU has two physical cores: a second thread trained the LSTM 1.8x faster there
     **{f"{name} fp32 2 threads": dict(FP32_BASE, **changes, cpu_threads=2) for name, changes in {
@@ -100,6 +109,8 @@ CANDIDATES = {
         "gru256x2 b32 t64 lr5e-3 d0": dict(arch="gru"),
         "lstm256x2 b32 t64 lr5e-3 d0.1": dict(dropout=0.1),
         "gru256x2 b32 t64 lr5e-3 d0.1": dict(arch="gru", dropout=0.1),
+        "gru256x2 b32 t64 lr5e-3 d0 carried": dict(arch="gru", carry_state=True),
+        "lstm256x2 b32 t64 lr5e-3 d0.1 carried": dict(dropout=0.1, carry_state=True),
     }.items()},
 }
 # GPU candidates: real wall-clock budgets (a GPU session has the machine to itself). On an H100 these
@@ -259,8 +270,8 @@ def run_gpu_candidates(names: list[str], seconds: float, quick: bool) -> list[di
     return sorted(rows, key=lambda r: r["best_val_loss"])
 
 
-def run_defaults(device: str, seconds: float, quick: bool) -> dict:
-    settings = recommended_settings(device)
+def run_defaults(device: str, seconds: float, quick: bool, changes: dict | None = None) -> dict:
+    settings = dict(recommended_settings(device), **(changes or {}))
     if quick:  # the script's plumbing only: a tiny model for a few steps
         settings.update(preset="tiny", batch_size=4, seq_len=32, eval_every=2)
     split, vocab = load_split(quick, settings["seq_len"])
@@ -287,6 +298,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved step-timing runs per candidate")
     parser.add_argument("--tokens", type=int, help="candidates: equal budgets of this many training tokens "
                         "instead of equal projected seconds")
+    parser.add_argument("--changes", type=json.loads, help="JSON: changes to the CPU defaults for the default "
+                        "run, e.g. '{\"carry_state\": false}' for the same budget with random windows")
     parser.add_argument("--cpu-only", action="store_true")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU run (default run), or search "
                         "the GPU candidates at real wall-clock budgets (--candidates)")
@@ -319,7 +332,8 @@ def main() -> None:
         emit("quality_candidates", {"machine": info, "quick": args.quick, "budget_s": None if args.tokens else seconds,
                                     "budget_tokens": args.tokens, "rows": rows, "best": rows[0]["name"]})
         return
-    runs = [] if args.gpu_only else [run_defaults("cpu", args.seconds or (2 if args.quick else 300), args.quick)]
+    runs = [] if args.gpu_only else [run_defaults("cpu", args.seconds or (2 if args.quick else 300), args.quick,
+                                                  args.changes)]
     if torch.cuda.is_available() and not args.cpu_only:
         print(f"GPU: {info['gpu']}")
         runs.append(run_defaults("cuda", args.seconds or (2 if args.quick else 60), args.quick))

@@ -9,7 +9,7 @@ from textgen_core.defaults import defaults_for, propose_settings, recommended_ru
 
 @pytest.mark.parametrize("has_bf16, cores, expected, words, steps_per_s", [
     (True, 2, ("lstm", "bf16", 1, 0.0), "has bf16 units", defaults.CPU_STEPS_PER_S["small"]),  # AMD EPYC
-    (False, 2, ("lstm", "fp32", 2, 0.1), "no bf16 units", defaults.NO_BF16_SMALL_STEPS_PER_S["cores"]),
+    (False, 2, ("gru", "fp32", 2, 0.0), "no bf16 units", defaults.NO_BF16_SMALL_STEPS_PER_S["cores"]),
     (False, 1, ("gru", "fp32", 1, 0.0), "one physical core", defaults.NO_BF16_SMALL_STEPS_PER_S["one core"]),
 ])
 def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16, cores, expected, words,
@@ -28,8 +28,11 @@ def test_cpu_defaults_follow_the_cpus_bf16_units_and_cores(monkeypatch, has_bf16
     assert (run.arch, run.train.precision, run.train.cpu_threads, run.dropout) == expected
     long_text = propose_settings(1_000_000, "cpu")
     assert long_text.reasons[0] == reason and long_text.steps_per_s == steps_per_s   # the epochs it estimates
+    # the state carried where it was measured better (fp32); random windows for a short text, read many times
+    assert long_text.settings.get("carry_state", False) == (not has_bf16) == ("state carried" in reason)
     short_text = propose_settings(4_000, "cpu")
     assert short_text.settings["arch"] == expected[0] and f"a tiny {expected[0].upper()} with" in short_text.reasons[1]
+    assert short_text.settings["carry_state"] is False and "from random places" in short_text.reasons[1]
 
 
 def test_a_cpu_with_amx_trains_on_every_core_with_dropout(monkeypatch):
@@ -39,6 +42,7 @@ def test_a_cpu_with_amx_trains_on_every_core_with_dropout(monkeypatch):
     monkeypatch.setattr(defaults, "cpu_summary", lambda: "Some Xeon (amx_bf16)")
     settings, reason = defaults_for("cpu")
     assert (settings["precision"], settings["dropout"], settings["cpu_threads"]) == ("bf16", 0.1, None)
+    assert settings["carry_state"] and "the state carried between steps" in reason
     assert reason.startswith("CPU defaults for Some Xeon (amx_bf16): it has AMX bf16 units")
     proposal = propose_settings(1_000_000, "cpu")
     assert proposal.steps_per_s == defaults.AMX_SMALL_STEPS_PER_S and proposal.reasons[0] == reason

@@ -27,20 +27,23 @@ CPU_DEFAULTS: dict = dict(arch="lstm", preset="small", dropout=0.0, batch_size=3
 # On a 2-core Intel Xeon with AMX (`bench_threads.py`, `bench_quality.py --candidates --seconds 300`,
 # BENCHMARKS.md) two threads train this LSTM 1.34-1.41x faster than one in bf16, and in 5 minutes it
 # makes about twice the steps: dropout 0.1 reached 1.4306 nats/char, no dropout 1.4865 (overfitting
-# after half its steps), dropout 0.2 1.4617. None: torch's thread count, every core.
-AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None)
+# after half its steps), dropout 0.2 1.4617. None: torch's thread count, every core. With the state carried
+# between steps it learned more at equal steps (8,334, one thread each, pinned): 1.4287 against 1.4496.
+# (On one thread with bf16 but without AMX, the defaults above, it did not: 1.4664 against 1.4651.)
+AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None, carry_state=True)
 
 # A CPU without bf16 units trains in fp32. Measured with the kernels held to AVX2 (ONEDNN_MAX_CPU_ISA,
 # ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS) on a 2-core Xeon, BENCHMARKS.md: there a second physical
-# core trains this LSTM 1.8x faster in fp32 (`bench_threads.py`), and `bench_quality.py --candidates`
-# ranked, on two threads in 300 s, LSTM 256x2 with dropout 0.1 first (1.4684; without dropout 1.4720,
-# the GRU 1.4767), and on one thread (194 s there: the AVX2-only CPU's 5 minutes at its measured
-# one-thread speed) GRU 256x2 first, 1.5060 against the LSTM's 1.5287; a second round of seven changes to
-# that GRU (shorter windows, smaller batches, lr 8e-3, width 320, embedding 128, cosine to 0) beat none of it.
-# At 194 s on two threads (the slower machine's budget) no dropout did better (LSTM 1.4806 against 1.4980),
-# but at 300 s dropout 0.1 is what meets 1.47 on the measured host, so it stays.
-AVX2_CPU_CHANGES: dict = dict(precision="fp32", dropout=0.1)   # and one thread per physical core
-ONE_CORE_AVX2_CPU_CHANGES: dict = dict(precision="fp32", arch="gru", cpu_threads=1)
+# core trains these models 1.8x faster in fp32 (`bench_threads.py`); on one thread the GRU ranked first of
+# 14 candidates (`bench_quality.py --candidates`, 1.5060 against the LSTM's 1.5287). With random windows
+# no candidate met 1.47 nats/char in 194 s (the AVX2-only CPU's 5 minutes at its measured speed; best
+# 1.4763). With the state carried between steps the GRU did, at equal steps (`--candidates --tokens`):
+#                        two threads, 194 s   two threads, 300 s   one thread, 194 s
+#   GRU, no dropout      1.4616 (1.4763)      1.4657 (1.4767)      1.4894 (1.4962)     (random windows)
+#   LSTM, dropout 0.1    1.4907 (1.4980)      1.4595 (1.4684)      -
+# So the GRU without dropout, the state carried: of these, the one under 1.47 at both budgets.
+AVX2_CPU_CHANGES: dict = dict(precision="fp32", arch="gru", carry_state=True)   # and a thread a physical core
+ONE_CORE_AVX2_CPU_CHANGES: dict = dict(AVX2_CPU_CHANGES, cpu_threads=1)
 
 # Chosen on an NVIDIA H100 by `python benchmarks/bench_quality.py --candidates --gpu-only` (15 candidates,
 # 60 s each, BENCHMARKS.md): at these speeds a minute is ~60 epochs of tiny Shakespeare, so the winner
@@ -66,7 +69,8 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
         settings.update(AMX_CPU_CHANGES)
         return settings, (f"CPU defaults for {cpu_summary()}: it has AMX bf16 units, so bf16 autocast on all "
                           "cores (1.34x one thread there) and dropout 0.1 (such a CPU trains about twice the "
-                          "steps in 5 minutes, and without dropout overfits); LSTM 256x2, batch 32 x 64")
+                          "steps in 5 minutes, and without dropout overfits), the state carried between steps "
+                          "(at equal steps it learned more than from random windows); LSTM 256x2, batch 32 x 64")
     if bf16_supported("cpu"):
         return settings, (f"CPU defaults for {cpu_summary()}: it has bf16 units, so bf16 autocast, which trains "
                           "this LSTM faster than fp32 there, on one thread (measured faster than two on 2 cores); "
@@ -74,13 +78,15 @@ def defaults_for(device: str = "auto") -> tuple[dict, str]:
     no_bf16 = "oneDNN is held below its bf16 units" if bf16_held_back() else "it has no bf16 units"
     fp32_why = f"CPU defaults for {cpu_summary()}: {no_bf16} (bf16 would be emulated, slower than fp32), so fp32"
     cores = physical_cores()
+    carried = "the state carried between steps (at equal steps it learned more than from random windows)"
     if cores >= 2:
         settings.update(AVX2_CPU_CHANGES, cpu_threads=cores)
-        return settings, (f"{fp32_why}, on its {cores} physical cores (a second core trained this LSTM 1.8x "
-                          "faster in fp32), and dropout 0.1 for the extra steps; LSTM 256x2, batch 32 x 64")
+        return settings, (f"{fp32_why}, on its {cores} physical cores (a second core trained 1.8x faster in "
+                          f"fp32), and a GRU without dropout, {carried}: of the candidates, the one that reached "
+                          "1.47 nats/char on tiny Shakespeare at such a CPU's speed; GRU 256x2, batch 32 x 64")
     settings.update(ONE_CORE_AVX2_CPU_CHANGES)
     return settings, (f"{fp32_why}, and one physical core, so one thread and a GRU (in fp32 on one thread it "
-                      "learned more than the LSTM in the same time); GRU 256x2, batch 32 x 64")
+                      f"learned more than the LSTM in the same time), {carried}; GRU 256x2, batch 32 x 64")
 
 
 def cpu_has_amx() -> bool:
@@ -123,7 +129,9 @@ CPU_STEPS_PER_S = {"tiny": 90.0, "small": 8.5}
 # the small LSTM with AMX_CPU_CHANGES on a 2-core Xeon with AMX: 8,334 steps in 300 s (tiny not measured there)
 AMX_SMALL_STEPS_PER_S = 27.0
 # the small model in fp32 with the defaults for a CPU without bf16 units, held to AVX2 on a 2-core Xeon:
-# the LSTM on two cores, 3,209 steps in 300 s; the GRU on one core (taskset -c 0), 1,408 steps in 196 s
+# the LSTM on two cores, 3,209 steps in 300 s (the GRU timed there at 10.6-12.6 steps a second without its
+# evaluations); the GRU on one core (taskset -c 0), 1,408 steps in 196 s. Carrying the state took no more.
+# Hosts of one type differ: a later one, 2.2x slower, made 1,526 steps of the two-core GRU in 300 s.
 NO_BF16_SMALL_STEPS_PER_S = {"cores": 10.7, "one core": 7.2}
 GPU_STEPS_PER_S = 29.0         # the GPU defaults on an H100: 1,731 steps in their minute (BENCHMARKS.md)
 SHORT_TEXT_CHARS = 50_000      # below: a tiny model, small batches, strong regularisation
@@ -152,9 +160,10 @@ def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
     if not on_gpu:
         if chars < SHORT_TEXT_CHARS:
             values.update(preset="tiny", dropout=0.3, weight_decay=0.1, batch_size=16, seq_len=32, lr=3e-3,
-                          max_minutes=2.0, patience=4)
+                          max_minutes=2.0, patience=4, carry_state=False)
             reasons.append(f"a short text ({chars:,} characters): a tiny {values['arch'].upper()} with "
-                           "dropout 0.3 and batches of 16 x 32, which learns it without memorising it at once")
+                           "dropout 0.3 and batches of 16 x 32 from random places, which learns it without "
+                           "memorising it at once")
         elif chars < MEDIUM_TEXT_CHARS:
             values.update(dropout=0.2, lr=3e-3, max_minutes=4.0, patience=5)
             reasons.append(f"a text of {chars:,} characters: the CPU model with dropout 0.2 and 4 minutes")
