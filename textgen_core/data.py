@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, cast
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -130,26 +130,26 @@ class StreamWindows:
 
     def __init__(self, ids: torch.Tensor | TokenStore, batch: int, seq_len: int, generator: torch.Generator,
                  part: tuple[int, int] = (0, 1)) -> None:
-        self.ids, self.seq_len, self.generator, self.part = ids, seq_len, generator, part
+        self.ids, self.seq_len, self.generator = ids, seq_len, generator
         self.stream_len = len(ids) // batch
         if self.stream_len < seq_len + 1:
             raise ConfigError(
                 f"carrying the state cuts the {len(ids)} training tokens into one stream per batch row, and "
                 f"{batch} streams of at least {seq_len + 1} tokens need {batch * (seq_len + 1)}; use a smaller "
                 "batch size or sequence length, or random windows (turn carry state off)")
-        self.stream_starts = torch.arange(batch) * self.stream_len     # (B,) where each stream begins
+        # (B / ranks,) where this rank's streams begin
+        self.row_starts = rank_share(torch.arange(batch) * self.stream_len, part)
         self.position: Optional[int] = None   # where the next window begins in each stream; None: a new pass
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """This rank's inputs (B, T) and targets (B, T), and whether they begin a pass (no context yet)."""
-        new_pass = self.position is None or self.position + self.seq_len + 1 > self.stream_len
-        if new_pass:
+        position = self.position
+        new_pass = position is None or position + self.seq_len + 1 > self.stream_len
+        if position is None or new_pass:
             latest = min(self.seq_len - 1, self.stream_len - self.seq_len - 1)
-            self.position = int(torch.randint(0, latest + 1, (1,), generator=self.generator))
-        position = cast(int, self.position)
-        inputs, targets = windows_at(self.ids, rank_share(self.stream_starts, self.part) + position, self.seq_len)
+            position = int(torch.randint(0, latest + 1, (1,), generator=self.generator))
         self.position = position + self.seq_len
-        return inputs, targets, new_pass
+        return (*windows_at(self.ids, self.row_starts + position, self.seq_len), new_pass)
 
 
 # Each stream starts with no context, so its first tokens are predicted badly. Long streams keep that

@@ -41,6 +41,8 @@ def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State
         mapped = [map_state(fn, part) for part in state]
         return tuple(mapped) if isinstance(state, tuple) else mapped
     return state
+
+
 _IGNORED_MIXIN_OPTIONS = {"strict", "token", "force_download", "local_files_only", "proxies",
                           "resume_download"}
 NO_TOKENIZER = ("the model has no tokenizer, and a model folder without one cannot be loaded by tg.load: "
