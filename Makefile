@@ -13,7 +13,8 @@ $(BIN)/python:
 # torch first and pinned to the CPU build when none is installed: a bare `torch` requirement
 # would otherwise pull a multi-GB CUDA build. An existing torch within pyproject.toml's bounds is kept.
 # The project itself is installed editable (`textgen` command, engine from this checkout); then the
-# compiled batch-1 sampling loop is built where a C++ compiler is present (textgen_core/native_step.py).
+# compiled CPU loops (batch-1 sampling, GRU training) are built where a C++ compiler is present
+# (textgen_core/native_step.py).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[app]"

@@ -1,16 +1,19 @@
-"""The batch-1 GRU/LSTM sampling loop compiled: ``native/rnn_sampler.cpp`` built once per machine.
+"""The CPU loops compiled: ``native/rnn_sampler.cpp`` (batch-1 GRU/LSTM sampling) and
+``native/gru_train.cpp`` (the GRU layer's training loop, ``gru_layer.py``), one library built once per
+machine.
 
 ``fused_step.FusedRnnStep`` already makes a step few, large ops; what is left at batch 1 is the Python
 between them (about 30 ATen calls a step, each a few microseconds of interpreter). The C++ loop calls
 the same ATen ops on the same buffers, so its ids are the eager loop's for the same seed, bit for bit
 (``tests/test_native_step.py``); it runs chunks of ``CHUNK`` tokens per call.
 
-Where a C++ compiler is present, the library is compiled against the installed torch (about 10 s on
+Where a C++ compiler is present, the library is compiled against the installed torch (about 40 s on
 one core) into ``TEXTGEN_NATIVE_DIR`` (default ``~/.cache/textgen/native``), named by a digest of the
-source, the torch version and the compiler, so a new torch or a changed source builds anew. ``make
-install`` builds it; otherwise the first batch-1 sampling on the CPU starts the build in a detached,
-low-priority process and samples with the eager loop meanwhile. Without a compiler, or with
-``TEXTGEN_NATIVE=0``, the eager loop is used: same text, somewhat slower.
+sources, the flags, the torch version and the compiler, so a new torch or a changed source builds
+anew. ``make install`` builds it; otherwise the first batch-1 sampling or GRU training on the CPU
+starts the build in a detached, low-priority process and uses the eager code meanwhile. Without a
+compiler, or with ``TEXTGEN_NATIVE=0``, the eager code is used: the same text, the same training to
+float rounding, somewhat slower.
 
     python -m textgen_core.native_step        # build now (or say why not), print the library's path
 """
@@ -30,10 +33,13 @@ from typing import Optional
 
 import torch
 
-SOURCE = Path(__file__).with_name("native") / "rnn_sampler.cpp"
+# the batch-1 sampling loop, and the GRU layer's training loop (gru_layer.py): one library
+SOURCES = tuple(Path(__file__).with_name("native") / name for name in ("rnn_sampler.cpp", "gru_train.cpp"))
 DIR_ENV, SWITCH_ENV = "TEXTGEN_NATIVE_DIR", "TEXTGEN_NATIVE"
 CHUNK = 32               # tokens per call into the loop: about 5 ms of a 2x256 LSTM on one core
 BUILD_TIMEOUT_S = 300
+# -O3: the GRU training loop's gate passes are written as plain loops for the compiler to vectorize
+FLAGS = ("-O3", "-std=c++20", "-shared", "-fPIC", "-w")
 
 _lock = threading.Lock()
 _loaded: Optional[bool] = None        # None: not tried in this process; True/False: the outcome
@@ -68,7 +74,7 @@ def _compiler_version(cxx: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _source_bytes() -> bytes:
-    return SOURCE.read_bytes()
+    return b"".join(source.read_bytes() for source in SOURCES)
 
 
 def library_path(cxx: Optional[str] = None) -> Optional[Path]:
@@ -77,7 +83,7 @@ def library_path(cxx: Optional[str] = None) -> Optional[Path]:
     if cxx is None:
         return None
     digest = hashlib.sha256(_source_bytes())
-    for part in (torch.__version__, str(torch._C._GLIBCXX_USE_CXX11_ABI), _compiler_version(cxx)):
+    for part in (torch.__version__, str(torch._C._GLIBCXX_USE_CXX11_ABI), _compiler_version(cxx), *FLAGS):
         digest.update(part.encode())
     return build_dir() / f"rnn_sampler-{digest.hexdigest()[:16]}.so"
 
@@ -86,9 +92,9 @@ def _command(cxx: str, output: Path) -> list[str]:
     from torch.utils.cpp_extension import include_paths, library_paths
 
     torch_lib = library_paths()[0]
-    return [cxx, "-O2", "-std=c++20", "-shared", "-fPIC", "-w",
+    return [cxx, *FLAGS,
             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
-            *[f"-I{path}" for path in include_paths()], str(SOURCE), f"-L{torch_lib}",
+            *[f"-I{path}" for path in include_paths()], *map(str, SOURCES), f"-L{torch_lib}",
             f"-Wl,-rpath,{torch_lib}", "-ltorch_cpu", "-lc10", "-o", str(output)]
 
 
@@ -137,7 +143,7 @@ def _load(path: Path) -> bool:
         torch.ops.load_library(str(path))
         return True
     except (OSError, RuntimeError) as exc:   # a library built for another torch, a damaged file
-        _reason = f"the compiled sampling loop did not load: {exc}"
+        _reason = f"the compiled loops did not load: {exc}"
         return False
 
 
@@ -232,12 +238,13 @@ def _main(argv: list[str]) -> int:
         except OSError:
             pass
     if not enabled():
-        print(f"the compiled sampling loop is off ({SWITCH_ENV}=0)")
+        print(f"the compiled loops are off ({SWITCH_ENV}=0)")
         return 0
     try:
         path = build()
     except RuntimeError as exc:
-        print(f"the compiled sampling loop was not built: {exc}; sampling uses the eager loop (same text)")
+        print(f"the compiled loops were not built: {exc}; sampling and GRU training use the eager code "
+              "(same text, slower)")
         return 0 if background or "--optional" in argv else 1
     print(path)
     return 0

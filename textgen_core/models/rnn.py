@@ -1,9 +1,11 @@
-"""GRU and LSTM language models on cuDNN's fused kernels (nn.GRU / nn.LSTM)."""
+"""GRU and LSTM language models on fused kernels: cuDNN's on a GPU, oneDNN's LSTM and gru_layer's GRU on
+the CPU (nn.GRU / nn.LSTM hold the weights either way)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .. import gru_layer
 from .base import LanguageModel, State
 
 
@@ -28,7 +30,10 @@ class RNNLanguageModel(LanguageModel):
 
     def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         x = self.drop(self.embed(ids))              # (B, T, embedding)
-        out, state = self.rnn(x, state)             # (B, T, hidden)
+        if gru_layer.usable(self.rnn, x):           # the GRU on the CPU: one fused node per layer
+            out, state = gru_layer.gru(self.rnn, x, state)
+        else:
+            out, state = self.rnn(x, state)         # (B, T, hidden)
         return self.head(self.drop(out)), state     # (B, T, vocab)
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:

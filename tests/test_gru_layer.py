@@ -1,0 +1,124 @@
+"""gru_layer (native/gru_train.cpp): the GRU's compiled training loop computes what nn.GRU computes, its
+outputs, last state and every gradient, to float rounding; the model uses it on the CPU and falls back
+to nn.GRU where it cannot run."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from textgen_core import gru_layer, native_step
+from textgen_core.models import build_model
+from textgen_core.models.config import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def native():
+    if native_step.compiler() is None:
+        pytest.skip("no C++ compiler on this machine: the GRU trains through nn.GRU")
+    assert native_step.load(wait=True), native_step.reason()
+    return native_step
+
+
+def outputs_and_grads(rnn: nn.GRU, run, x: torch.Tensor, h0, out_weight: torch.Tensor, last_weight: torch.Tensor):
+    """A loss on both the outputs and the last state, so both backward paths carry a gradient."""
+    inputs = [x] + ([h0] if h0 is not None else []) + list(rnn.parameters())
+    out, last = run(x, h0)
+    loss = (out * out_weight).sum() + (last * last_weight).sum()
+    return out, last, torch.autograd.grad(loss, inputs)
+
+
+# 37: a width no vector length divides; T=1 and B=1: the loop's edges; 3 layers: a middle one
+@pytest.mark.parametrize("batch, steps, inputs, hidden, layers", [(4, 7, 5, 6, 2), (3, 1, 4, 37, 3),
+                                                                  (1, 9, 8, 8, 1), (2, 5, 16, 33, 2)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, layers, dtype, tolerance,
+                                        with_state):
+    torch.manual_seed(0)
+    rnn = nn.GRU(inputs, hidden, layers, batch_first=True).to(dtype)
+    x = torch.randn(batch, steps, inputs, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(layers, batch, hidden, dtype=dtype, requires_grad=True) if with_state else None
+    out_weight = torch.randn(batch, steps, hidden, dtype=dtype)
+    last_weight = torch.randn(layers, batch, hidden, dtype=dtype)
+    expected = outputs_and_grads(rnn, rnn, x, h0, out_weight, last_weight)
+    got = outputs_and_grads(rnn, lambda x, h0: gru_layer.gru(rnn, x, h0), x, h0, out_weight, last_weight)
+    for want, have in zip(expected[:2] + expected[2], got[:2] + got[2]):
+        assert want.shape == have.shape
+        torch.testing.assert_close(have, want, atol=tolerance, rtol=tolerance)
+
+
+def test_a_loss_on_the_last_state_alone_reaches_every_weight(native):
+    """No gradient reaches the outputs (the backward gets none for them): the loop runs on zeros."""
+    torch.manual_seed(1)
+    rnn = nn.GRU(3, 5, 2, batch_first=True).double()
+    x = torch.randn(2, 4, 3, dtype=torch.double)
+    want = torch.autograd.grad(rnn(x)[1].sum(), list(rnn.parameters()))
+    have = torch.autograd.grad(gru_layer.gru(rnn, x, None)[1].sum(), list(rnn.parameters()))
+    for expected, got in zip(want, have):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+def gru_model(dropout: float = 0.0):
+    torch.manual_seed(3)
+    config = ModelConfig(arch="gru", vocab_size=30, embedding=8, hidden=16, layers=2, dropout=dropout)
+    return build_model(config)
+
+
+def test_the_model_trains_its_gru_through_the_compiled_loop(native, monkeypatch):
+    model = gru_model()
+    ids = torch.randint(0, 30, (4, 12))
+    calls = []
+    compiled = gru_layer.gru
+    monkeypatch.setattr(gru_layer, "gru", lambda *args: calls.append(1) or compiled(*args))
+    logits, _ = model(ids)
+    nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
+    assert calls, "the model's GRU did not run through the compiled loop"
+    have = [p.grad.clone() for p in model.parameters()]
+
+    model.zero_grad()
+    monkeypatch.setattr(native_step, "available", lambda **kwargs: False)
+    logits_eager, _ = model(ids)
+    nn.functional.cross_entropy(logits_eager.flatten(0, 1), ids.flatten()).backward()
+    assert len(calls) == 1, "without the library the model still took the compiled loop"
+    torch.testing.assert_close(logits, logits_eager, atol=2e-6, rtol=1e-5)
+    for got, eager in zip(have, [p.grad for p in model.parameters()]):
+        torch.testing.assert_close(got, eager, atol=2e-6, rtol=1e-5)
+
+
+def test_dropout_between_layers_applies_in_training_only(native):
+    model = gru_model(dropout=0.5)
+    ids = torch.randint(0, 30, (2, 10))
+    model.train()
+    torch.manual_seed(4)
+    first, _ = model(ids)
+    second, _ = model(ids)
+    assert not torch.allclose(first, second), "dropout between the layers drew nothing in training"
+    model.eval()                           # autograd still on: the compiled loop, without dropout
+    eval_out, _ = model(ids)
+    eager_out = model.head(model.rnn(model.embed(ids))[0])
+    torch.testing.assert_close(eval_out, eager_out, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["autocast", "no grad", "no library", "lstm", "trace"])
+def test_the_compiled_loop_steps_aside_where_it_cannot_run(native, monkeypatch, case):
+    rnn: nn.Module = nn.GRU(4, 6, 1, batch_first=True)
+    x = torch.randn(2, 3, 4)
+    if case == "autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not gru_layer.usable(rnn, x)
+        return
+    if case == "no grad":                  # evaluation and sampling keep nn.GRU's exact rounding
+        with torch.no_grad():
+            assert not gru_layer.usable(rnn, x)
+        with torch.inference_mode():
+            assert not gru_layer.usable(rnn, x)
+        return
+    if case == "no library":
+        monkeypatch.setattr(native_step, "available", lambda **kwargs: False)
+    elif case == "lstm":
+        rnn = nn.LSTM(4, 6, 1, batch_first=True)
+    elif case == "trace":
+        monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert gru_layer.usable(nn.GRU(4, 6, 1, batch_first=True), x) == (case not in ("no library", "trace"))
+    assert not gru_layer.usable(rnn, x)
