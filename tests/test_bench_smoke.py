@@ -83,6 +83,19 @@ def test_threads(capsys):
     assert row["one_thread_tok_s"] > 0 and row["all_threads_tok_s"] > 0 and row["ratio_all_over_one"] > 0
 
 
+def test_gru_layer(capsys):
+    """The compiled GRU, nn.GRU and the LSTM each timed (skipped by the script without a compiler)."""
+    from textgen_core import native_step
+
+    if native_step.compiler() is None:
+        pytest.skip("no C++ compiler: the compiled GRU loop cannot be built")
+    result = run_quick("bench_gru_layer.py", capsys=capsys)
+    assert result["benchmark"] == "gru_layer"
+    (row,) = result["results"]
+    assert set(row["step_ms"]) == {"compiled GRU", "nn.GRU", "LSTM (oneDNN)"}
+    assert all(ms > 0 for ms in row["step_ms"].values())
+
+
 def test_pretrained_loading(capsys):
     result = run_quick("bench_pretrained.py", capsys=capsys)
     assert result["benchmark"] == "pretrained"
