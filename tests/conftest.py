@@ -1,4 +1,5 @@
-"""Shared fixtures: small real text and the shared corpora (tests skip when those are absent)."""
+"""Shared fixtures: small real text, the shared corpora (tests skip when those are absent) and the
+compiled CPU loops (skipped without a C++ compiler)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,17 @@ def shared_corpus(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def native():
+    """``native_step`` with its library built and loaded: the compiled sampling and GRU training loops."""
+    from textgen_core import native_step
+
+    if native_step.compiler() is None:
+        pytest.skip("no C++ compiler on this machine: sampling and GRU training use the eager code")
+    assert native_step.load(wait=True), native_step.reason()
+    return native_step
 
 
 @pytest.fixture(autouse=True)

@@ -12,14 +12,6 @@ from textgen_core.models import build_model
 from textgen_core.models.config import ModelConfig
 
 
-@pytest.fixture(scope="module")
-def native():
-    if native_step.compiler() is None:
-        pytest.skip("no C++ compiler on this machine: the GRU trains through nn.GRU")
-    assert native_step.load(wait=True), native_step.reason()
-    return native_step
-
-
 def outputs_and_grads(rnn: nn.GRU, run, x: torch.Tensor, h0, out_weight: torch.Tensor, last_weight: torch.Tensor):
     """A loss on both the outputs and the last state, so both backward paths carry a gradient."""
     inputs = [x] + ([h0] if h0 is not None else []) + list(rnn.parameters())

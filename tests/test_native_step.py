@@ -13,14 +13,6 @@ from textgen_core.fused_step import FusedRnnStep
 from textgen_core.sampling import SamplingOptions, sample_ids
 
 
-@pytest.fixture(scope="module")
-def native():
-    if native_step.compiler() is None:
-        pytest.skip("no C++ compiler on this machine: the sampler uses the eager loop")
-    assert native_step.load(wait=True), native_step.reason()
-    return native_step
-
-
 def eager_ids(monkeypatch, model, prompt, options, banned=(0,)) -> list[int]:
     with monkeypatch.context() as patch:
         patch.setattr(native_step, "available", lambda **kwargs: False)

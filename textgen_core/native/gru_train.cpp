@@ -139,7 +139,7 @@ std::vector<at::Tensor> gru_layer_backward(std::optional<at::Tensor> d_out, std:
                                            at::Tensor hs, at::Tensor rz, at::Tensor ns, at::Tensor ghn,
                                            at::Tensor w_hh) {
   const int64_t steps = ns.size(0), batch = ns.size(1), hidden = ns.size(2);
-  at::Tensor dh = d_h_last.has_value() ? d_h_last->contiguous().clone() : at::zeros({batch, hidden}, ns.options());
+  at::Tensor dh = d_h_last.has_value() ? d_h_last->clone(at::MemoryFormat::Contiguous) : at::zeros({batch, hidden}, ns.options());
   // no gradient for the outputs (only the last state is used): zeros keep the loop free of branches
   at::Tensor outs = d_out.has_value() ? d_out->contiguous() : at::zeros({steps, batch, hidden}, ns.options());
   at::Tensor d_gi = at::empty({steps, batch, 3 * hidden}, ns.options());
