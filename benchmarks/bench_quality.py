@@ -102,6 +102,18 @@ CANDIDATES = {
         "gru256x2 b16 t64 lr5e-3 d0 carried": dict(arch="gru", batch_size=16, carry_state=True),
         "gru256x2 b32 t32 lr5e-3 d0 carried": dict(arch="gru", seq_len=32, carry_state=True),
         "lstm256x2 b32 t64 lr5e-3 d0.1 carried": dict(dropout=0.1, carry_state=True),
+        # round 4, the state carried: the schedule and the regularisation around the one-core defaults
+        "gru256x2 b32 t64 lr7e-3 d0 carried": dict(arch="gru", carry_state=True, lr=7e-3),
+        "gru256x2 b32 t64 lr3.5e-3 d0 carried": dict(arch="gru", carry_state=True, lr=3.5e-3),
+        "gru256x2 b32 t64 lr5e-3 d0 min-lr0 carried": dict(arch="gru", carry_state=True, min_lr_ratio=0.0),
+        "gru256x2 b32 t64 lr5e-3 d0 wd0.1 carried": dict(arch="gru", carry_state=True, weight_decay=0.1),
+        "gru256x2 b32 t64 lr5e-3 d0 clip3 carried": dict(arch="gru", carry_state=True, grad_clip=3.0),
+        # round 5, around round 4's winner (weight decay 0.1)
+        "gru256x2 b32 t64 lr5e-3 d0 wd0.2 carried": dict(arch="gru", carry_state=True, weight_decay=0.2),
+        "gru256x2 b32 t64 lr5e-3 d0 wd0.3 carried": dict(arch="gru", carry_state=True, weight_decay=0.3),
+        # the same two with another seed (the model's weights, the streams' order, the batches)
+        "gru256x2 b32 t64 lr5e-3 d0 carried seed1": dict(arch="gru", carry_state=True, seed=1),
+        "gru256x2 b32 t64 lr5e-3 d0 wd0.1 carried seed1": dict(arch="gru", carry_state=True, weight_decay=0.1, seed=1),
     }.items()},
     # the same where the CPU has two physical cores: a second thread trained the LSTM 1.8x faster there
     **{f"{name} fp32 2 threads": dict(FP32_BASE, **changes, cpu_threads=2) for name, changes in {
@@ -167,14 +179,14 @@ def load_split(quick: bool, seq_len: int):
 
 
 def make_model(settings: dict, vocab: int):
-    torch.manual_seed(0)
+    torch.manual_seed(settings.get("seed", 0))
     model_args = {k: settings[k] for k in MODEL_KEYS if k in settings}
     return build_model(ModelConfig.from_preset(model_args.pop("arch"), model_args.pop("preset"), vocab, **model_args))
 
 
 def train_config(settings: dict, device: str, **budget) -> TrainConfig:
     values = {k: v for k, v in settings.items() if k not in MODEL_KEYS}
-    values.update(device=device, seed=0, **budget)
+    values.update(device=device, seed=settings.get("seed", 0), **budget)
     return TrainConfig(**values)
 
 
