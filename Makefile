@@ -32,12 +32,16 @@ install-dev: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(BIN)/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
 
+# Two worker processes, each taking whole test files (their servers and fixtures stay in one process):
+# on two cores about half the time of one process, since much of the suite waits on subprocesses,
+# servers and the browser. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-dev
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The suite without the browser layer.
 test-fast: $(VENV)/.installed-dev
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m "not e2e"
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e"
 
 # ruff's lint rules and mypy, as configured in pyproject.toml (the code is formatted by hand at 120
 # columns, not by `ruff format`).
