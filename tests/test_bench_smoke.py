@@ -83,6 +83,13 @@ def test_threads(capsys):
     assert row["one_thread_tok_s"] > 0 and row["all_threads_tok_s"] > 0 and row["ratio_all_over_one"] > 0
 
 
+def test_step_order(capsys):
+    result = run_quick("bench_step_order.py", capsys=capsys)
+    assert result["benchmark"] == "step_order"
+    assert [row["gates"] for row in result["rows"]] == [1024, 768]
+    assert all(row["same_us"] > 0 and row["alternated_us"] > 0 for row in result["rows"])
+
+
 def test_gru_layer(capsys):
     """The compiled GRU, nn.GRU and the LSTM each timed (skipped by the script without a compiler)."""
     from textgen_core import native_step

@@ -89,14 +89,16 @@ class FusedRnnStep:
         self.c_state = torch.zeros(self.layers, 1, hidden) if self.lstm else None
         self.out = [torch.empty(1, hidden) for _ in range(self.layers)]                    # (1, H) each
         self.x_proj = torch.empty(1, gates)      # the input projection of the layer being stepped
-        self.h_gates = torch.empty(1, gates)     # its hidden projection, then the gates
+        self.h_gates = [torch.empty(1, gates) for _ in range(self.layers)]   # each layer's hidden projection,
+        # then its gates: a buffer per layer, so that every other step can make them all first (``step``)
+        self.steps_taken = 0
         self.scratch = torch.empty(1, hidden)
         self.logits = torch.empty(1, head.out_features)
         # Views of those buffers made once: a step's narrow/select/chunk calls cost about as much as an
         # elementwise op each, some 30 us a step. The buffers are never resized, so the views stay valid.
         self.h_rows = list(self.h_state.unbind(0))                                          # (1, H) each
         self.c_rows = list(self.c_state.unbind(0)) if self.c_state is not None else []
-        self.gate_parts = self.h_gates.unsafe_chunk(4 if self.lstm else 3, 1)
+        self.gate_parts = [gates.unsafe_chunk(4 if self.lstm else 3, 1) for gates in self.h_gates]
         self.x_parts = self.x_proj.unsafe_chunk(4 if self.lstm else 3, 1)
         self.row_parts: dict[int, tuple[torch.Tensor, ...]] = {}   # a table row's chunks (GRU)
 
@@ -138,13 +140,28 @@ class FusedRnnStep:
                 self.row_parts[token_id] = parts
         return parts
 
+    def _hidden_projection(self, layer: int) -> torch.Tensor:
+        return torch.addmm(self.b_hh[layer], self.h_rows[layer], self.w_hh[layer], out=self.h_gates[layer])
+
     def step(self, token_id: int) -> torch.Tensor:
-        """Feed one token; the (1, V) logits of the next (a buffer, overwritten by the next step)."""
+        """Feed one token; the (1, V) logits of the next (a buffer, overwritten by the next step).
+
+        A step reads each weight matrix once, and a 2x256 LSTM's three 1 MB ones do not fit a 2 MB L2
+        together: read in the same order every step, each is evicted before it is read again. Every
+        other step makes the hidden projections first, from the last layer down (they need only the
+        state), so that it begins with the matrices the step before read last, still in the cache. The
+        same products of the same operands in another order: the same bits."""
+        hidden_first = self.layers > 1 and self.steps_taken % 2 == 1
+        self.steps_taken += 1
+        if hidden_first:
+            for layer in reversed(range(self.layers)):
+                self._hidden_projection(layer)
         for layer in range(self.layers):
             x_proj = self._input_projection(layer, token_id)
-            gates = torch.addmm(self.b_hh[layer], self.h_rows[layer], self.w_hh[layer], out=self.h_gates)
+            if not hidden_first:
+                self._hidden_projection(layer)
             if self.lstm:
-                self._lstm_cell(layer, gates, x_proj)
+                self._lstm_cell(layer, self.h_gates[layer], x_proj)
             else:
                 self._gru_cell(layer, self._input_parts(layer, token_id, x_proj))
             self.h_rows[layer].copy_(self.out[layer])
@@ -153,7 +170,7 @@ class FusedRnnStep:
     def _lstm_cell(self, layer: int, gates: torch.Tensor, x_proj: torch.Tensor) -> None:
         # ATen's LSTMCell on the CPU: gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
         gates.add_(x_proj)
-        in_gate, forget_gate, cell_gate, out_gate = self.gate_parts   # views of ``gates``
+        in_gate, forget_gate, cell_gate, out_gate = self.gate_parts[layer]   # views of ``gates``
         in_gate.sigmoid_()
         forget_gate.sigmoid_()
         cell_gate.tanh_()
@@ -168,7 +185,7 @@ class FusedRnnStep:
         # ATen's GRUCell on the CPU: r = sig(hh_r + ih_r); z = sig(hh_z + ih_z); n = tanh(ih_n + r*hh_n);
         # h = (h - n) * z + n
         i_r, i_z, i_n = x_parts
-        h_r, h_z, h_n = self.gate_parts   # views of the hidden projection just made
+        h_r, h_z, h_n = self.gate_parts[layer]   # views of the layer's hidden projection
         reset = h_r.add_(i_r).sigmoid_()
         update = h_z.add_(i_z).sigmoid_()
         new = torch.add(i_n, h_n.mul_(reset), out=self.scratch).tanh_()

@@ -26,9 +26,12 @@ struct RnnSampler : torch::CustomClassHolder {
   // the first layer's input projection of each id below table_rows, made when the id first comes
   at::Tensor table;
   std::vector<uint8_t> filled;
-  // the state (L, 1, H) with each layer's row a view, as ATen unbinds hx; per-step buffers
-  at::Tensor h_state, c_state, x_proj, h_gates, scratch, logits, scaled, noise;
-  std::vector<at::Tensor> out, h_rows, c_rows, gate_parts, x_parts;
+  // the state (L, 1, H) with each layer's row a view, as ATen unbinds hx; per-step buffers, with each
+  // layer's hidden projection (then its gates) in a buffer of its own
+  at::Tensor h_state, c_state, x_proj, scratch, logits, scaled, noise;
+  std::vector<at::Tensor> out, h_rows, c_rows, h_gates, x_parts;
+  std::vector<std::vector<at::Tensor>> gate_parts;
+  int64_t steps_taken = 0;
 
   RnnSampler(bool is_lstm, std::vector<at::Tensor> w_ih_t, std::vector<at::Tensor> w_hh_t,
              std::vector<at::Tensor> bias_ih, std::vector<at::Tensor> bias_hh, at::Tensor head_weight_t,
@@ -42,16 +45,18 @@ struct RnnSampler : torch::CustomClassHolder {
     filled.assign(static_cast<size_t>(table_rows), 0);
     h_state = at::zeros({layers, 1, hidden});
     c_state = at::zeros({layers, 1, hidden});
-    for (int64_t l = 0; l < layers; ++l) out.push_back(at::empty({1, hidden}));
+    for (int64_t l = 0; l < layers; ++l) {
+      out.push_back(at::empty({1, hidden}));
+      h_gates.push_back(at::empty({1, gates}));
+      gate_parts.push_back(h_gates.back().unsafe_chunk(parts, 1));
+    }
     x_proj = at::empty({1, gates});
-    h_gates = at::empty({1, gates});
     scratch = at::empty({1, hidden});
     logits = at::empty({1, head_w.size(1)});
     scaled = at::empty_like(logits);
     noise = at::empty_like(logits);
     h_rows = h_state.unbind(0);
     c_rows = c_state.unbind(0);
-    gate_parts = h_gates.unsafe_chunk(parts, 1);
     x_parts = x_proj.unsafe_chunk(parts, 1);
   }
 
@@ -74,16 +79,17 @@ struct RnnSampler : torch::CustomClassHolder {
 
   void lstm_cell(int64_t layer, const at::Tensor& x) {
     // gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
-    h_gates.add_(x);
-    gate_parts[0].sigmoid_();
-    gate_parts[1].sigmoid_();
-    gate_parts[2].tanh_();
-    gate_parts[3].sigmoid_();
+    const std::vector<at::Tensor>& part = gate_parts[layer];
+    h_gates[layer].add_(x);
+    part[0].sigmoid_();
+    part[1].sigmoid_();
+    part[2].tanh_();
+    part[3].sigmoid_();
     at::Tensor& c = c_rows[layer];
-    c.mul_(gate_parts[1]);
-    c.add_(gate_parts[0].mul_(gate_parts[2]));
+    c.mul_(part[1]);
+    c.add_(part[0].mul_(part[2]));
     at::tanh_out(scratch, c);
-    at::mul_out(out[layer], gate_parts[3], scratch);
+    at::mul_out(out[layer], part[3], scratch);
   }
 
   void gru_cell(int64_t layer, const at::Tensor& x) {
@@ -91,16 +97,23 @@ struct RnnSampler : torch::CustomClassHolder {
     std::vector<at::Tensor> from_row;
     if (layer == 0) from_row = x.unsafe_chunk(3, 1);
     const std::vector<at::Tensor>& xs = layer == 0 ? from_row : x_parts;
-    at::Tensor reset = gate_parts[0].add_(xs[0]).sigmoid_();
-    at::Tensor update = gate_parts[1].add_(xs[1]).sigmoid_();
-    at::Tensor n = at::add_out(scratch, xs[2], gate_parts[2].mul_(reset)).tanh_();
+    const std::vector<at::Tensor>& part = gate_parts[layer];
+    at::Tensor reset = part[0].add_(xs[0]).sigmoid_();
+    at::Tensor update = part[1].add_(xs[1]).sigmoid_();
+    at::Tensor n = at::add_out(scratch, xs[2], part[2].mul_(reset)).tanh_();
     at::sub_out(out[layer], h_rows[layer], n).mul_(update).add_(n);
   }
 
+  void hidden_projection(int64_t layer) { at::addmm_out(h_gates[layer], b_hh[layer], h_rows[layer], w_hh[layer]); }
+
+  // every other step the hidden projections first, from the last layer down: see FusedRnnStep.step
   void step(int64_t id) {
+    const bool hidden_first = layers > 1 && (steps_taken++ & 1);
+    if (hidden_first)
+      for (int64_t l = layers - 1; l >= 0; --l) hidden_projection(l);
     for (int64_t l = 0; l < layers; ++l) {
       at::Tensor x = input_projection(l, id);
-      at::addmm_out(h_gates, b_hh[l], h_rows[l], w_hh[l]);
+      if (!hidden_first) hidden_projection(l);
       if (lstm) lstm_cell(l, x);
       else gru_cell(l, x);
       h_rows[l].copy_(out[l]);

@@ -1,0 +1,87 @@
+"""Batch-1 sampling's matrix-vector products: read in the same order every step, or every other step
+in another order (as ``fused_step.FusedRnnStep.step`` and the compiled loop do).
+
+A 2x256 LSTM step reads three 1 MB matrices (a GRU's three 768 KB), more than a 2 MB L2 holds: read in
+the same order every step, each is evicted before its next use. Here the products alone, 1x256 by
+256xG like the sampler's (transposed views), in one process, blocks of each order alternated; the
+ratio above 1 is what the alternated order saves. Run it on one core (``taskset -c 0``).
+
+    .venv/bin/python benchmarks/bench_step_order.py [--quick] [--blocks N] [--steps N]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import describe, emit, machine, median, table
+
+CASES = [("3 x 1 MB (LSTM 2x256)", 1024), ("3 x 768 KB (GRU 2x256)", 768)]
+
+
+class Products:
+    """Three (1, 256) x (256, G) products with their biases and output rows, as a 2-layer step has."""
+
+    def __init__(self, gates: int) -> None:
+        self.weights = [torch.randn(gates, 256).t() for _ in range(3)]   # (256, G) views
+        self.biases = [torch.randn(gates) for _ in range(3)]
+        self.inputs = [torch.randn(1, 256) for _ in range(3)]
+        self.outputs = [torch.empty(1, gates) for _ in range(3)]
+
+    def product(self, i: int) -> None:
+        torch.addmm(self.biases[i], self.inputs[i], self.weights[i], out=self.outputs[i])
+
+    def same_order(self, steps: int) -> None:
+        for _ in range(steps):
+            self.product(0), self.product(1), self.product(2)
+
+    def alternated(self, steps: int) -> None:
+        # the sampler's two orders: layer 0's hidden, layer 1's input, layer 1's hidden (A, B, C); then
+        # the hidden products first from the last layer down, then layer 1's input (C, A, B)
+        for step in range(steps):
+            if step % 2:
+                self.product(2), self.product(0), self.product(1)
+            else:
+                self.product(0), self.product(1), self.product(2)
+
+
+def measure(gates: int, blocks: int, steps: int) -> dict:
+    products = Products(gates)
+    times: dict[str, list[float]] = {"same": [], "alternated": []}
+    runs = {"same": products.same_order, "alternated": products.alternated}
+    with torch.inference_mode():
+        for run in runs.values():   # warm-up
+            run(max(steps // 4, 1))
+        for _ in range(blocks):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run(steps)
+                times[name].append((time.perf_counter() - start) / steps * 1e6)
+    same, alternated = median(times["same"]), median(times["alternated"])
+    return dict(gates=gates, same_us=same, alternated_us=alternated, ratio=same / alternated,
+                same_blocks_us=times["same"], alternated_blocks_us=times["alternated"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two short blocks: checks the script runs")
+    parser.add_argument("--blocks", type=int, default=10, help="alternated blocks of each order (default 10)")
+    parser.add_argument("--steps", type=int, default=2000, help="steps per block (default 2000)")
+    parser.add_argument("--cpu-only", action="store_true", help="accepted for symmetry: this runs on the CPU")
+    args = parser.parse_args()
+    blocks, steps = (2, 20) if args.quick else (args.blocks, args.steps)
+    info = machine()
+    print(describe(info))
+    rows = []
+    for name, gates in CASES:
+        row = dict(products=name, **measure(gates, blocks, steps))
+        rows.append(row)
+        print(f"  {name}: same order {row['same_us']:.1f} us/step, alternated {row['alternated_us']:.1f}")
+    print(f"us per step: median of {blocks} alternated blocks of {steps} steps")
+    print(table(["products a step", "same order us/step", "alternated us/step", "same / alternated"],
+                [(r["products"], r["same_us"], r["alternated_us"], round(r["ratio"], 2)) for r in rows]))
+    emit("step_order", dict(machine=info, quick=args.quick, rows=rows))
+
+
+if __name__ == "__main__":
+    main()
