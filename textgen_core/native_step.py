@@ -4,7 +4,8 @@ machine.
 
 ``fused_step.FusedRnnStep`` already makes a step few, large ops; what is left at batch 1 is the Python
 between them (about 30 ATen calls a step, each a few microseconds of interpreter). The C++ loop calls
-the same ATen ops on the same buffers, so its ids are the eager loop's for the same seed, bit for bit
+the same ATen ops on the same buffers, with the cells' elementwise sums and products as plain loops that
+round alike, so its ids are the eager loop's for the same seed, bit for bit
 (``tests/test_native_step.py``); it runs chunks of ``CHUNK`` tokens per call.
 
 Where a C++ compiler is present, the library is compiled against the installed torch (about 40 s on
@@ -38,8 +39,9 @@ SOURCES = tuple(Path(__file__).with_name("native") / name for name in ("rnn_samp
 DIR_ENV, SWITCH_ENV = "TEXTGEN_NATIVE_DIR", "TEXTGEN_NATIVE"
 CHUNK = 32               # tokens per call into the loop: about 5 ms of a 2x256 LSTM on one core
 BUILD_TIMEOUT_S = 300
-# -O3: the GRU training loop's gate passes are written as plain loops for the compiler to vectorize
-FLAGS = ("-O3", "-std=c++20", "-shared", "-fPIC", "-w")
+# -O3: the GRU training loop's gate passes and the sampler's cells are plain loops for the compiler to
+# vectorize; -ffp-contract=off: no product and sum fused into one rounding, so they round as ATen's ops
+FLAGS = ("-O3", "-ffp-contract=off", "-std=c++20", "-shared", "-fPIC", "-w")
 
 _lock = threading.Lock()
 _loaded: Optional[bool] = None        # None: not tried in this process; True/False: the outcome

@@ -1,10 +1,11 @@
 // Batch-1 GRU/LSTM sampling on the CPU as one C++ loop: textgen_core/fused_step.py's step and
 // sampling.pick_next's draw, op for op.
 //
-// Every op here is the ATen op the Python step calls, on the same buffers and views in the same order,
-// so the logits and ids are bit for bit those of fused_step.FusedRnnStep (tests/test_native_step.py).
-// What goes is the Python between the ops: at batch 1 each of a step's ~30 small ops costs a few
-// microseconds of interpreter and argument handling, about as much as the elementwise work itself.
+// The products, sigmoids, tanhs and the draw are the ATen ops the Python step calls, on the same buffers
+// and views in the same order; the cells' additions, products and copies are plain loops that round as
+// ATen's do. So the logits and ids are bit for bit those of fused_step.FusedRnnStep
+// (tests/test_native_step.py). What goes is the Python between the ops and most of the small ops
+// themselves: at batch 1 each costs a few microseconds of dispatch and set-up, about as much as its work.
 // Built by textgen_core/native_step.py with the machine's C++ compiler against the installed torch.
 #include <ATen/ATen.h>
 #include <torch/custom_class.h>
@@ -77,31 +78,54 @@ struct RnnSampler : torch::CustomClassHolder {
     return row;
   }
 
+  // The cells' additions, products and copies are plain loops over the buffers: one IEEE operation per
+  // element each, rounded as ATen's kernels round them (its add computes a + 1*b, exact in one rounding;
+  // FLAGS has -ffp-contract=off, so no product and sum are fused), without an op's dispatch and
+  // TensorIterator set-up each. The sigmoids and tanhs stay ATen's, whose bits depend on its kernels.
   void lstm_cell(int64_t layer, const at::Tensor& x) {
     // gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
     const std::vector<at::Tensor>& part = gate_parts[layer];
-    h_gates[layer].add_(x);
+    const int64_t hidden = scratch.size(1), size = 4 * hidden;
+    float* gates = h_gates[layer].data_ptr<float>();
+    const float* ih = x.data_ptr<float>();
+    for (int64_t k = 0; k < size; ++k) gates[k] = gates[k] + ih[k];
     part[0].sigmoid_();
     part[1].sigmoid_();
     part[2].tanh_();
     part[3].sigmoid_();
-    at::Tensor& c = c_rows[layer];
-    c.mul_(part[1]);
-    c.add_(part[0].mul_(part[2]));
-    at::tanh_out(scratch, c);
-    at::mul_out(out[layer], part[3], scratch);
+    float* c = c_rows[layer].data_ptr<float>();
+    const float *in_gate = gates, *forget_gate = gates + hidden, *cell_gate = gates + 2 * hidden;
+    for (int64_t k = 0; k < hidden; ++k) {
+      const float kept = c[k] * forget_gate[k], added = in_gate[k] * cell_gate[k];
+      c[k] = kept + added;
+    }
+    at::tanh_out(scratch, c_rows[layer]);
+    const float *out_gate = gates + 3 * hidden, *tanh_c = scratch.data_ptr<float>();
+    float *h = out[layer].data_ptr<float>(), *state = h_rows[layer].data_ptr<float>();
+    for (int64_t k = 0; k < hidden; ++k) state[k] = h[k] = out_gate[k] * tanh_c[k];
   }
 
   void gru_cell(int64_t layer, const at::Tensor& x) {
     // r = sig(hh_r + ih_r); z = sig(hh_z + ih_z); n = tanh(ih_n + r*hh_n); h = (h - n) * z + n
-    std::vector<at::Tensor> from_row;
-    if (layer == 0) from_row = x.unsafe_chunk(3, 1);
-    const std::vector<at::Tensor>& xs = layer == 0 ? from_row : x_parts;
     const std::vector<at::Tensor>& part = gate_parts[layer];
-    at::Tensor reset = part[0].add_(xs[0]).sigmoid_();
-    at::Tensor update = part[1].add_(xs[1]).sigmoid_();
-    at::Tensor n = at::add_out(scratch, xs[2], part[2].mul_(reset)).tanh_();
-    at::sub_out(out[layer], h_rows[layer], n).mul_(update).add_(n);
+    const int64_t hidden = scratch.size(1);
+    float* gates = h_gates[layer].data_ptr<float>();
+    const float* ih = x.data_ptr<float>();
+    for (int64_t k = 0; k < 2 * hidden; ++k) gates[k] = gates[k] + ih[k];
+    part[0].sigmoid_();
+    part[1].sigmoid_();
+    const float *reset = gates, *update = gates + hidden, *ih_new = ih + 2 * hidden;
+    float *hh_new = gates + 2 * hidden, *n = scratch.data_ptr<float>();
+    for (int64_t k = 0; k < hidden; ++k) {
+      hh_new[k] = hh_new[k] * reset[k];
+      n[k] = ih_new[k] + hh_new[k];
+    }
+    scratch.tanh_();
+    float *h = out[layer].data_ptr<float>(), *state = h_rows[layer].data_ptr<float>();
+    for (int64_t k = 0; k < hidden; ++k) {
+      const float kept = (state[k] - n[k]) * update[k];
+      state[k] = h[k] = kept + n[k];
+    }
   }
 
   void hidden_projection(int64_t layer) { at::addmm_out(h_gates[layer], b_hh[layer], h_rows[layer], w_hh[layer]); }
@@ -114,9 +138,8 @@ struct RnnSampler : torch::CustomClassHolder {
     for (int64_t l = 0; l < layers; ++l) {
       at::Tensor x = input_projection(l, id);
       if (!hidden_first) hidden_projection(l);
-      if (lstm) lstm_cell(l, x);
+      if (lstm) lstm_cell(l, x);   // each cell also writes the layer's new state into h_rows[l]
       else gru_cell(l, x);
-      h_rows[l].copy_(out[l]);
     }
     at::addmm_out(logits, head_b, out[layers - 1], head_w);
   }
