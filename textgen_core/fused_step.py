@@ -10,7 +10,8 @@ checks it). What it keeps:
     same one-row ``addmm`` a step makes, so a step looks its row up instead of reading the (4H x E)
     matrix: one of the four products gone once the ids repeat;
   * the head's bias with -inf at the ids never to be generated, instead of masking every step;
-  * the transposed weights as views, the bias tensors, the state and gate buffers.
+  * the transposed weights as views, the bias tensors, the state and a gate buffer per layer, so that
+    every other step can read the weight matrices in another order and find two in the cache (``step``).
 
 ``draw`` replaces ``torch.multinomial(probs, 1)`` with the ops multinomial runs for one sample
 (an exponential draw of the same shape from the same generator, a division and an argmax), leaving
