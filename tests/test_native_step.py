@@ -40,6 +40,23 @@ def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, ar
 
 
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
+@pytest.mark.parametrize("max_bytes", [0, 3 * 4 * 4 * 48])   # no row kept; three rows, then fresh ones
+def test_ids_beyond_the_first_layers_table_give_the_same_bits(native, monkeypatch, arch, max_bytes):
+    from textgen_core import fused_step
+
+    monkeypatch.setattr(fused_step, "MAX_TABLE_BYTES", max_bytes)
+    model = rnn_model(arch)
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        _, state = model(torch.tensor([[5]]))
+        fused = FusedRnnStep(model)
+        loop = native.NativeSampler(fused, 1.0, None, None, torch.Generator())
+        loop.load_state(state)
+        for token in [7, 8, 7, 9, 10, 11, 7, 11, 12, 8]:
+            logits, state = model(torch.tensor([[token]]), state)
+            assert torch.equal(loop.step_logits(token), logits[:, -1, :])
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
 @pytest.mark.parametrize("settings", [dict(temperature=0.8), dict(temperature=1.3, top_k=5),
                                       dict(temperature=1.0, top_p=0.9), dict(temperature=0.7, top_k=3, top_p=0.8),
                                       dict(temperature=0)])
