@@ -36,12 +36,13 @@ run: $(VENV)/.installed
 # on two cores about half the time of one process, since much of the suite waits on subprocesses,
 # servers and the browser. TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
+PYTEST := OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 test: $(VENV)/.installed-dev
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PYTEST)
 
 # The suite without the browser layer.
 test-fast: $(VENV)/.installed-dev
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 # ruff's lint rules and mypy, as configured in pyproject.toml (the code is formatted by hand at 120
 # columns, not by `ruff format`).

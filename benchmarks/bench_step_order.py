@@ -31,31 +31,28 @@ class Products:
     def product(self, i: int) -> None:
         torch.addmm(self.biases[i], self.inputs[i], self.weights[i], out=self.outputs[i])
 
-    def same_order(self, steps: int) -> None:
-        for _ in range(steps):
-            self.product(0), self.product(1), self.product(2)
-
-    def alternated(self, steps: int) -> None:
-        # the sampler's two orders: layer 0's hidden, layer 1's input, layer 1's hidden (A, B, C); then
-        # the hidden products first from the last layer down, then layer 1's input (C, A, B)
+    def run(self, orders: tuple[tuple[int, ...], ...], steps: int) -> None:
+        """``steps`` steps, step i reading the matrices in ``orders[i % len(orders)]``."""
         for step in range(steps):
-            if step % 2:
-                self.product(2), self.product(0), self.product(1)
-            else:
-                self.product(0), self.product(1), self.product(2)
+            for i in orders[step % len(orders)]:
+                self.product(i)
+
+
+# matrices 0, 1, 2: layer 0's hidden, layer 1's input, layer 1's hidden projection (A, B, C). The sampler
+# alternates A, B, C with the hidden products first from the last layer down, then layer 1's input (C, A, B).
+ORDERS = {"same": ((0, 1, 2),), "alternated": ((0, 1, 2), (2, 0, 1))}
 
 
 def measure(gates: int, blocks: int, steps: int) -> dict:
     products = Products(gates)
-    times: dict[str, list[float]] = {"same": [], "alternated": []}
-    runs = {"same": products.same_order, "alternated": products.alternated}
+    times: dict[str, list[float]] = {name: [] for name in ORDERS}
     with torch.inference_mode():
-        for run in runs.values():   # warm-up
-            run(max(steps // 4, 1))
+        for orders in ORDERS.values():   # warm-up
+            products.run(orders, max(steps // 4, 1))
         for _ in range(blocks):
-            for name, run in runs.items():
+            for name, orders in ORDERS.items():
                 start = time.perf_counter()
-                run(steps)
+                products.run(orders, steps)
                 times[name].append((time.perf_counter() - start) / steps * 1e6)
     same, alternated = median(times["same"]), median(times["alternated"])
     return dict(gates=gates, same_us=same, alternated_us=alternated, ratio=same / alternated,

@@ -1,5 +1,5 @@
 // Batch-1 GRU/LSTM sampling on the CPU as one C++ loop: textgen_core/fused_step.py's step and
-// sampling.pick_next's draw, op for op.
+// sampling.pick_next's draw: the same operations in the same order.
 //
 // The products, sigmoids, tanhs and the draw are the ATen ops the Python step calls, on the same buffers
 // and views in the same order; the cells' additions, products and copies are plain loops that round as
@@ -30,7 +30,7 @@ struct RnnSampler : torch::CustomClassHolder {
   // the state (L, 1, H) with each layer's row a view, as ATen unbinds hx; per-step buffers, with each
   // layer's hidden projection (then its gates) in a buffer of its own
   at::Tensor h_state, c_state, x_proj, scratch, logits, scaled, noise;
-  std::vector<at::Tensor> out, h_rows, c_rows, h_gates, x_parts;
+  std::vector<at::Tensor> out, h_rows, c_rows, h_gates;
   std::vector<std::vector<at::Tensor>> gate_parts;
   int64_t steps_taken = 0;
 
@@ -58,7 +58,6 @@ struct RnnSampler : torch::CustomClassHolder {
     noise = at::empty_like(logits);
     h_rows = h_state.unbind(0);
     c_rows = c_state.unbind(0);
-    x_parts = x_proj.unsafe_chunk(parts, 1);
   }
 
   void load_state(at::Tensor h, std::optional<at::Tensor> c) {
