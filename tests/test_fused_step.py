@@ -42,7 +42,8 @@ def reference_ids(model, prompt: list[int], options: SamplingOptions, banned: tu
 
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
 # 37 and 21: widths no vector length divides, so rows sit at unaligned offsets; 3 layers: a middle one
-@pytest.mark.parametrize("vocab, hidden, layers, embedding", [(40, 48, 2, None), (300, 37, 3, 21), (65, 64, 1, 16)])
+@pytest.mark.parametrize("vocab, hidden, layers, embedding", [(40, 48, 2, None), (300, 37, 3, 21), (65, 64, 1, 16),
+                                                                 (65, 96, 2, 32)])
 def test_fused_step_equals_the_module_bit_for_bit(arch, vocab, hidden, layers, embedding):
     model = rnn_model(arch, vocab, hidden, layers, embedding)
     generator = torch.Generator().manual_seed(2)

@@ -20,8 +20,10 @@ def eager_ids(monkeypatch, model, prompt, options, banned=(0,)) -> list[int]:
 
 
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
-# 37 and 21: widths no vector length divides; 3 layers: a middle one
-@pytest.mark.parametrize("vocab, hidden, layers, embedding", [(40, 48, 2, None), (300, 37, 3, 21), (65, 64, 1, 16)])
+# 37 and 21: widths no vector length divides; 3 layers: a middle one; 64 and 96: the first two gates'
+# sigmoids as one call
+@pytest.mark.parametrize("vocab, hidden, layers, embedding", [(40, 48, 2, None), (300, 37, 3, 21), (65, 64, 1, 16),
+                                                                 (65, 96, 2, 32)])
 def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, arch, vocab, hidden, layers,
                                                                        embedding):
     model = rnn_model(arch, vocab, hidden, layers, embedding)
@@ -37,6 +39,27 @@ def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, ar
             got = loop.step_logits(token)
             assert torch.equal(got, fused.step(token))
             assert torch.equal(got, logits[:, -1, :])
+
+
+def _torch_exports_sgemm() -> bool:
+    import ctypes
+    from pathlib import Path
+
+    library = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    try:
+        return hasattr(ctypes.CDLL(str(library)), "sgemm_")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_every_product_is_the_direct_blas_call_where_torch_exports_it(native, arch):
+    if not _torch_exports_sgemm():
+        pytest.skip("this torch exports no sgemm_: the products go through at::cpu::addmm_out")
+    model = rnn_model(arch, hidden=96, layers=3)
+    with torch.inference_mode():
+        loop = native.NativeSampler(FusedRnnStep(model), 1.0, None, None, torch.Generator())
+    assert loop.loop.direct_products() == 3 + 2 + 1   # each layer's hidden, layers 1-2's input, the head
 
 
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
@@ -141,3 +164,4 @@ def test_a_folder_that_cannot_be_written_is_named(monkeypatch, tmp_path):
         pytest.skip("no C++ compiler on this machine")
     with pytest.raises(RuntimeError, match=f"cannot write the compiled loop into {blocked / 'native'}"):
         native_step.build()
+

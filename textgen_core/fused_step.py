@@ -100,8 +100,13 @@ class FusedRnnStep:
         self.h_rows = list(self.h_state.unbind(0))                                          # (1, H) each
         self.c_rows = list(self.c_state.unbind(0)) if self.c_state is not None else []
         self.gate_parts = [gates.unsafe_chunk(4 if self.lstm else 3, 1) for gates in self.h_gates]
-        self.x_parts = self.x_proj.unsafe_chunk(4 if self.lstm else 3, 1)
-        self.row_parts: dict[int, tuple[torch.Tensor, ...]] = {}   # a table row's chunks (GRU)
+        # the first two gates (LSTM i and f, GRU r and z) as one view: their sigmoids as one call where
+        # that rounds as two do. ATen's vectorized loop takes 2 vectors (at most 2 x 16 floats) at a time
+        # and the rest one by one, so with H a multiple of 32 no element moves between the two paths.
+        self.paired_sigmoid = hidden % 32 == 0
+        self.paired_gates = [gates[:, :2 * hidden] for gates in self.h_gates]
+        self.x_parts = self._gru_parts(self.x_proj)
+        self.row_parts: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}   # a table row's views (GRU)
 
     def _embed(self, token_id: int) -> torch.Tensor:
         """(1, E) a fresh copy of the id's embedding row, aligned as F.embedding's output is."""
@@ -130,16 +135,31 @@ class FusedRnnStep:
             return row
         return torch.addmm(self.b_ih[layer], self.out[layer - 1], self.w_ih[layer], out=self.x_proj)
 
-    def _input_parts(self, layer: int, token_id: int, x_proj: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``x_proj``'s gate chunks (GRU): the buffer's views, or a table row's, made once."""
+    @staticmethod
+    def _gru_parts(x_proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(r and z's input projections as one (1, 2H) view, n's (1, H))."""
+        hidden = x_proj.shape[1] // 3
+        return x_proj[:, :2 * hidden], x_proj[:, 2 * hidden:]
+
+    def _input_parts(self, layer: int, token_id: int, x_proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x_proj``'s views (GRU, ``_gru_parts``): the buffer's, or a table row's, made once."""
         if layer > 0:
             return self.x_parts
         parts = self.row_parts.get(token_id)
         if parts is None:
-            parts = x_proj.unsafe_chunk(3, 1)
+            parts = self._gru_parts(x_proj)
             if token_id in self.table:
                 self.row_parts[token_id] = parts
         return parts
+
+    def _sigmoid_pair(self, layer: int) -> None:
+        """The first two gates' sigmoids (``paired_sigmoid``)."""
+        if self.paired_sigmoid:
+            self.paired_gates[layer].sigmoid_()
+        else:
+            first, second = self.gate_parts[layer][:2]
+            first.sigmoid_()
+            second.sigmoid_()
 
     def _hidden_projection(self, layer: int) -> torch.Tensor:
         return torch.addmm(self.b_hh[layer], self.h_rows[layer], self.w_hh[layer], out=self.h_gates[layer])
@@ -172,8 +192,7 @@ class FusedRnnStep:
         # ATen's LSTMCell on the CPU: gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
         gates.add_(x_proj)
         in_gate, forget_gate, cell_gate, out_gate = self.gate_parts[layer]   # views of ``gates``
-        in_gate.sigmoid_()
-        forget_gate.sigmoid_()
+        self._sigmoid_pair(layer)
         cell_gate.tanh_()
         out_gate.sigmoid_()
         c = self.c_rows[layer]
@@ -182,13 +201,13 @@ class FusedRnnStep:
         torch.tanh(c, out=self.scratch)
         torch.mul(out_gate, self.scratch, out=self.out[layer])
 
-    def _gru_cell(self, layer: int, x_parts: tuple[torch.Tensor, ...]) -> None:
+    def _gru_cell(self, layer: int, x_parts: tuple[torch.Tensor, torch.Tensor]) -> None:
         # ATen's GRUCell on the CPU: r = sig(hh_r + ih_r); z = sig(hh_z + ih_z); n = tanh(ih_n + r*hh_n);
-        # h = (h - n) * z + n
-        i_r, i_z, i_n = x_parts
-        h_r, h_z, h_n = self.gate_parts[layer]   # views of the layer's hidden projection
-        reset = h_r.add_(i_r).sigmoid_()
-        update = h_z.add_(i_z).sigmoid_()
+        # h = (h - n) * z + n. The r and z sums as one add: each element is rounded once either way.
+        i_rz, i_n = x_parts
+        reset, update, h_n = self.gate_parts[layer]   # views of the layer's hidden projection
+        self.paired_gates[layer].add_(i_rz)
+        self._sigmoid_pair(layer)
         new = torch.add(i_n, h_n.mul_(reset), out=self.scratch).tanh_()
         torch.sub(self.h_rows[layer], new, out=self.out[layer]).mul_(update).add_(new)
 

@@ -4,9 +4,10 @@ machine.
 
 ``fused_step.FusedRnnStep`` already makes a step few, large ops; what is left at batch 1 is the Python
 between them (about 30 ATen calls a step, each a few microseconds of interpreter). The C++ loop calls
-the same ATen ops on the same buffers, with the cells' elementwise sums and products as plain loops that
-round alike, so its ids are the eager loop's for the same seed, bit for bit
-(``tests/test_native_step.py``); it runs chunks of ``CHUNK`` tokens per call.
+the same ATen kernels on the same buffers (past the dispatcher), the matrix products as the BLAS call
+ATen's addmm makes where that gives addmm's bits (checked when a sampler is set up), and the cells'
+elementwise sums and products as plain loops that round alike, so its ids are the eager loop's for the
+same seed, bit for bit (``tests/test_native_step.py``); it runs chunks of ``CHUNK`` tokens per call.
 
 Where a C++ compiler is present, the library is compiled against the installed torch (about 40 s on
 one core) into ``TEXTGEN_NATIVE_DIR`` (default ``~/.cache/textgen/native``), named by a digest of the

@@ -1,22 +1,72 @@
 // Batch-1 GRU/LSTM sampling on the CPU as one C++ loop: textgen_core/fused_step.py's step and
 // sampling.pick_next's draw: the same operations in the same order.
 //
-// The products, sigmoids, tanhs and the draw are the ATen ops the Python step calls, on the same buffers
-// and views in the same order; the cells' additions, products and copies are plain loops that round as
-// ATen's do. So the logits and ids are bit for bit those of fused_step.FusedRnnStep
-// (tests/test_native_step.py). What goes is the Python between the ops and most of the small ops
-// themselves: at batch 1 each costs a few microseconds of dispatch and set-up, about as much as its work.
+// The sigmoids, tanhs and the draw are the ATen kernels the Python step calls, on the same buffers and
+// views in the same order, called directly (at::cpu::, past the dispatcher); the matrix products are the
+// BLAS call ATen's addmm makes, made directly where it gives addmm's bits (checked when the loop is set
+// up); the cells' additions, products and copies are plain loops that round as ATen's do. So the logits
+// and ids are bit for bit those of fused_step.FusedRnnStep (tests/test_native_step.py). What goes is the
+// Python between the ops and most of the ops' overhead: at batch 1 each op's dispatch, checks and set-up
+// cost about as much as its work.
 // Built by textgen_core/native_step.py with the machine's C++ compiler against the installed torch.
 #include <ATen/ATen.h>
+#include <ATen/CPUFunctions.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <optional>
 #include <vector>
 
+// The BLAS's sgemm, which ATen's addmm calls for float tensors on the CPU: weak, so that a torch without
+// it exported still loads the library (then every product goes through at::cpu::addmm_out).
+extern "C" void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+                       const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+                       const float* beta, float* c, const int* ldc) __attribute__((weak));
+
 namespace {
+
+// out (1, G) = bias (G) + x (1, K) @ w_t (K, G), w_t the transposed view of a contiguous (G, K) weight,
+// on buffers fixed for the sampler's life. ATen's addmm copies the bias into out and calls
+// sgemm('T', 'N', G, 1, K, 1, w, K, x, K, 1, out, G); made so directly it skips the op's dispatch,
+// shape checks and the copy's TensorIterator (about 2 us of a product's 3 at the head's size).
+struct Product {
+  at::Tensor out, bias, x, w_t;
+  bool direct = false;
+
+  void run() {
+    if (!direct) {
+      at::cpu::addmm_out(out, bias, x, w_t);
+      return;
+    }
+    const int g = static_cast<int>(w_t.size(1)), k = static_cast<int>(w_t.size(0)), one = 1;
+    const float unit = 1.0f;
+    float* result = out.data_ptr<float>();
+    std::memcpy(result, bias.data_ptr<float>(), sizeof(float) * g);
+    sgemm_("T", "N", &g, &one, &k, &unit, w_t.data_ptr<float>(), &k, x.data_ptr<float>(), &k, &unit, result, &g);
+  }
+
+  // Whether the direct call gives addmm's bits, on these very buffers (a product's rounding can depend
+  // on its operands' alignment) with x filled with values like a state's; x is restored.
+  bool direct_matches() {
+    if (sgemm_ == nullptr || w_t.stride(0) != 1 || w_t.stride(1) != w_t.size(0) || !out.is_contiguous() ||
+        !bias.is_contiguous() || !x.is_contiguous() || w_t.size(1) > std::numeric_limits<int>::max() / 2)
+      return false;
+    const at::Tensor saved = x.clone();
+    x.copy_(at::sin(at::arange(x.numel(), x.options()).mul_(0.37)).view_as(x));
+    direct = false;
+    run();
+    const at::Tensor expected = out.clone();
+    direct = true;
+    run();
+    const bool same = std::memcmp(expected.data_ptr<float>(), out.data_ptr<float>(), sizeof(float) * out.numel()) == 0;
+    x.copy_(saved);
+    direct = same;
+    return same;
+  }
+};
 
 struct RnnSampler : torch::CustomClassHolder {
   bool lstm;
@@ -24,14 +74,22 @@ struct RnnSampler : torch::CustomClassHolder {
   // weights as fused_step keeps them: transposed views (in, G) and (H, G), biases, head (H, V)
   std::vector<at::Tensor> w_ih, w_hh, b_ih, b_hh;
   at::Tensor head_w, head_b, embedding;
-  // the first layer's input projection of each id below table_rows, made when the id first comes
-  at::Tensor table;
+  // the first layer's input projection of each id below table_rows, made when the id first comes; the
+  // last one made for an id beyond them
+  at::Tensor table, fresh_row;
   std::vector<uint8_t> filled;
   // the state (L, 1, H) with each layer's row a view, as ATen unbinds hx; per-step buffers, with each
   // layer's hidden projection (then its gates) in a buffer of its own
-  at::Tensor h_state, c_state, x_proj, scratch, logits, scaled, noise;
-  std::vector<at::Tensor> out, h_rows, c_rows, h_gates;
+  at::Tensor h_state, c_state, x_proj, scratch, logits, scaled, probabilities, noise, index;
+  std::vector<at::Tensor> out, h_rows, c_rows, h_gates, paired_gates;
   std::vector<std::vector<at::Tensor>> gate_parts;
+  // the products with fixed operands: each layer's hidden projection, the input projection of each layer
+  // above the first (input_products[l - 1]), the head
+  std::vector<Product> hidden_products, input_products;
+  Product head;
+  // the first two gates' sigmoids (LSTM i and f, GRU r and z) as one call where H is a multiple of 32,
+  // as FusedRnnStep.paired_sigmoid: it rounds every element as two calls do
+  bool paired_sigmoid;
   int64_t steps_taken = 0;
 
   RnnSampler(bool is_lstm, std::vector<at::Tensor> w_ih_t, std::vector<at::Tensor> w_hh_t,
@@ -55,9 +113,21 @@ struct RnnSampler : torch::CustomClassHolder {
     scratch = at::empty({1, hidden});
     logits = at::empty({1, head_w.size(1)});
     scaled = at::empty_like(logits);
+    probabilities = at::empty_like(logits);
     noise = at::empty_like(logits);
+    index = at::empty({1}, at::kLong);
     h_rows = h_state.unbind(0);
     c_rows = c_state.unbind(0);
+    paired_sigmoid = hidden % 32 == 0;
+    for (int64_t l = 0; l < layers; ++l) {
+      paired_gates.push_back(h_gates[l].narrow(1, 0, 2 * hidden));
+      hidden_products.push_back(Product{h_gates[l], b_hh[l], h_rows[l], w_hh[l]});
+      if (l > 0) input_products.push_back(Product{x_proj, b_ih[l], out[l - 1], w_ih[l]});
+    }
+    head = Product{logits, head_b, out[layers - 1], head_w};
+    for (Product& product : hidden_products) product.direct_matches();
+    for (Product& product : input_products) product.direct_matches();
+    head.direct_matches();
   }
 
   void load_state(at::Tensor h, std::optional<at::Tensor> c) {
@@ -65,61 +135,70 @@ struct RnnSampler : torch::CustomClassHolder {
     if (lstm && c.has_value()) c_state.copy_(*c);
   }
 
-  at::Tensor input_projection(int64_t layer, int64_t id) {
-    if (layer > 0) return at::addmm_out(x_proj, b_ih[layer], out[layer - 1], w_ih[layer]);
-    if (id < table_rows && filled[id]) return table.narrow(0, id, 1);
+  // the layer's input projection (G floats): x_proj, a table row, or fresh_row
+  const float* input_projection(int64_t layer, int64_t id) {
+    if (layer > 0) {
+      input_products[layer - 1].run();
+      return x_proj.data_ptr<float>();
+    }
+    const int64_t gates = table.size(1);
+    if (id < table_rows && filled[id]) return table.data_ptr<float>() + id * gates;
     // the one-row product the step makes for this id: a fresh copy of its embedding row times W_ih
-    at::Tensor row = at::addmm(b_ih[0], embedding.narrow(0, id, 1).clone(), w_ih[0]);
+    fresh_row = at::addmm(b_ih[0], embedding.narrow(0, id, 1).clone(), w_ih[0]);
     if (id < table_rows) {
-      table.narrow(0, id, 1).copy_(row);
+      table.narrow(0, id, 1).copy_(fresh_row);
       filled[id] = 1;
     }
-    return row;
+    return fresh_row.data_ptr<float>();
   }
 
   // The cells' additions, products and copies are plain loops over the buffers: one IEEE operation per
   // element each, rounded as ATen's kernels round them (its add computes a + 1*b, exact in one rounding;
   // FLAGS has -ffp-contract=off, so no product and sum are fused), without an op's dispatch and
   // TensorIterator set-up each. The sigmoids and tanhs stay ATen's, whose bits depend on its kernels.
-  void lstm_cell(int64_t layer, const at::Tensor& x) {
+  void sigmoid_pair(int64_t layer) {
+    if (paired_sigmoid) {
+      at::cpu::sigmoid_(paired_gates[layer]);
+    } else {
+      at::cpu::sigmoid_(gate_parts[layer][0]);
+      at::cpu::sigmoid_(gate_parts[layer][1]);
+    }
+  }
+
+  void lstm_cell(int64_t layer, const float* ih) {
     // gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)
-    const std::vector<at::Tensor>& part = gate_parts[layer];
+    std::vector<at::Tensor>& part = gate_parts[layer];
     const int64_t hidden = scratch.size(1), size = 4 * hidden;
     float* gates = h_gates[layer].data_ptr<float>();
-    const float* ih = x.data_ptr<float>();
     for (int64_t k = 0; k < size; ++k) gates[k] = gates[k] + ih[k];
-    part[0].sigmoid_();
-    part[1].sigmoid_();
-    part[2].tanh_();
-    part[3].sigmoid_();
+    sigmoid_pair(layer);
+    at::cpu::tanh_(part[2]);
+    at::cpu::sigmoid_(part[3]);
     float* c = c_rows[layer].data_ptr<float>();
     const float *in_gate = gates, *forget_gate = gates + hidden, *cell_gate = gates + 2 * hidden;
     for (int64_t k = 0; k < hidden; ++k) {
       const float kept = c[k] * forget_gate[k], added = in_gate[k] * cell_gate[k];
       c[k] = kept + added;
     }
-    at::tanh_out(scratch, c_rows[layer]);
+    at::cpu::tanh_out(scratch, c_rows[layer]);
     const float *out_gate = gates + 3 * hidden, *tanh_c = scratch.data_ptr<float>();
     float *h = out[layer].data_ptr<float>(), *state = h_rows[layer].data_ptr<float>();
     for (int64_t k = 0; k < hidden; ++k) state[k] = h[k] = out_gate[k] * tanh_c[k];
   }
 
-  void gru_cell(int64_t layer, const at::Tensor& x) {
+  void gru_cell(int64_t layer, const float* ih) {
     // r = sig(hh_r + ih_r); z = sig(hh_z + ih_z); n = tanh(ih_n + r*hh_n); h = (h - n) * z + n
-    const std::vector<at::Tensor>& part = gate_parts[layer];
     const int64_t hidden = scratch.size(1);
     float* gates = h_gates[layer].data_ptr<float>();
-    const float* ih = x.data_ptr<float>();
     for (int64_t k = 0; k < 2 * hidden; ++k) gates[k] = gates[k] + ih[k];
-    part[0].sigmoid_();
-    part[1].sigmoid_();
+    sigmoid_pair(layer);
     const float *reset = gates, *update = gates + hidden, *ih_new = ih + 2 * hidden;
     float *hh_new = gates + 2 * hidden, *n = scratch.data_ptr<float>();
     for (int64_t k = 0; k < hidden; ++k) {
       hh_new[k] = hh_new[k] * reset[k];
       n[k] = ih_new[k] + hh_new[k];
     }
-    scratch.tanh_();
+    at::cpu::tanh_(scratch);
     float *h = out[layer].data_ptr<float>(), *state = h_rows[layer].data_ptr<float>();
     for (int64_t k = 0; k < hidden; ++k) {
       const float kept = (state[k] - n[k]) * update[k];
@@ -127,7 +206,7 @@ struct RnnSampler : torch::CustomClassHolder {
     }
   }
 
-  void hidden_projection(int64_t layer) { at::addmm_out(h_gates[layer], b_hh[layer], h_rows[layer], w_hh[layer]); }
+  void hidden_projection(int64_t layer) { hidden_products[layer].run(); }
 
   // every other step the hidden projections first, from the last layer down: see FusedRnnStep.step
   void step(int64_t id) {
@@ -135,27 +214,35 @@ struct RnnSampler : torch::CustomClassHolder {
     if (hidden_first)
       for (int64_t l = layers - 1; l >= 0; --l) hidden_projection(l);
     for (int64_t l = 0; l < layers; ++l) {
-      at::Tensor x = input_projection(l, id);
+      const float* x = input_projection(l, id);
       if (!hidden_first) hidden_projection(l);
       if (lstm) lstm_cell(l, x);   // each cell also writes the layer's new state into h_rows[l]
       else gru_cell(l, x);
     }
-    at::addmm_out(logits, head_b, out[layers - 1], head_w);
+    head.run();
+  }
+
+  int64_t argmax(const at::Tensor& values) {
+    at::cpu::argmax_out(index, values, -1, false);
+    return index.data_ptr<int64_t>()[0];
   }
 
   // fused_step.draw: what torch.multinomial(probs, 1) draws for one sample
   int64_t draw(const at::Tensor& probs, at::Tensor& buffer, std::optional<at::Generator> gen) {
-    buffer.exponential_(1, gen);
-    at::div_out(buffer, probs, buffer);
-    return buffer.argmax(-1).item<int64_t>();
+    at::cpu::exponential_(buffer, 1, gen);
+    at::cpu::div_out(buffer, probs, buffer);
+    return argmax(buffer);
   }
 
-  // sampling.pick_next (top_k <= 0 and top_p >= 1 mean no filter)
-  int64_t pick(double temperature, int64_t top_k, double top_p, std::optional<at::Generator> gen) {
-    if (temperature == 0) return logits.argmax(-1).item<int64_t>();
+  // sampling.pick_next (top_k <= 0 and top_p >= 1 mean no filter); ``temperature_tensor``: the
+  // temperature as the wrapped number at::div(tensor, scalar) divides by
+  int64_t pick(double temperature, const at::Tensor& temperature_tensor, int64_t top_k, double top_p,
+               std::optional<at::Generator> gen) {
+    if (temperature == 0) return argmax(logits);
     if (top_k <= 0 && top_p >= 1) {
-      at::div_out(scaled, logits, temperature);
-      return draw(at::softmax(scaled, -1), noise, gen);
+      at::cpu::div_out(scaled, logits, temperature_tensor);
+      at::cpu::_softmax_out(probabilities, scaled, -1, false);
+      return draw(probabilities, noise, gen);
     }
     at::Tensor filtered = at::div(logits, temperature);
     if (top_k > 0) {   // sampling.top_k_filter
@@ -182,12 +269,22 @@ struct RnnSampler : torch::CustomClassHolder {
     if (first.numel()) logits.copy_(first);
     at::Tensor ids = at::empty({steps}, at::kLong);
     int64_t* id_data = ids.data_ptr<int64_t>();
+    at::Tensor temperature_tensor = at::scalar_to_tensor(temperature);
+    temperature_tensor.unsafeGetTensorImpl()->set_wrapped_number(true);
     for (int64_t i = 0; i < steps; ++i) {
-      const int64_t id = pick(temperature, top_k, top_p, gen);
+      const int64_t id = pick(temperature, temperature_tensor, top_k, top_p, gen);
       id_data[i] = id;
       if (i + 1 < steps || feed_last) step(id);
     }
     return ids;
+  }
+
+  // how many of the products are made by the direct BLAS call (the rest through at::cpu::addmm_out)
+  int64_t direct_products() const {
+    int64_t count = head.direct;
+    for (const Product& product : hidden_products) count += product.direct;
+    for (const Product& product : input_products) count += product.direct;
+    return count;
   }
 
   // one step's (1, V) logits, for the tests' bit-for-bit comparison
@@ -205,5 +302,6 @@ TORCH_LIBRARY(textgen_native, m) {
                        std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor, int64_t>())
       .def("load_state", &RnnSampler::load_state)
       .def("sample", &RnnSampler::sample)
-      .def("step_logits", &RnnSampler::step_logits);
+      .def("step_logits", &RnnSampler::step_logits)
+      .def("direct_products", &RnnSampler::direct_products);
 }
