@@ -165,3 +165,17 @@ def test_a_folder_that_cannot_be_written_is_named(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match=f"cannot write the compiled loop into {blocked / 'native'}"):
         native_step.build()
 
+
+@pytest.mark.parametrize("compiled, num_samples", [(True, 1), (False, 1), (False, 3)])
+def test_the_chunks_hold_sample_ids_ids_in_order(native, monkeypatch, compiled, num_samples):
+    model = rnn_model("gru")
+    options = SamplingOptions(length=2 * native_step.CHUNK + 3, seed=5, num_samples=num_samples)
+    if not compiled:
+        monkeypatch.setattr(native_step, "available", lambda **kwargs: False)
+    chunks = list(sampling.sample_id_chunks(model, [1, 2], options, banned_ids=(0,)))
+    ids = [row.tolist() for row in sample_ids(model, [1, 2], options, banned_ids=(0,))]
+    assert torch.cat(chunks).tolist() == ids
+    assert len(ids) == options.length and all(len(row) == num_samples for row in ids)
+    # the compiled loop's calls arrive whole; the eager loops' steps one by one
+    expected = [native_step.CHUNK, native_step.CHUNK, 3] if compiled else [1] * options.length
+    assert [len(chunk) for chunk in chunks] == expected

@@ -1,7 +1,8 @@
 """Sampling: the prompt is read once, then one token at a time with the model's state carried.
 
-Logit filters are tiny pure functions; ``sample_ids`` yields token ids for a batch of samples and
-``stream_text`` turns them into text pieces as they come.
+Logit filters are tiny pure functions; ``sample_ids`` yields token ids for a batch of samples (step by
+step; ``sample_id_chunks``: as the sampler makes them, several steps at a time) and ``stream_text``
+turns them into text pieces as they come.
 """
 from __future__ import annotations
 
@@ -436,8 +437,8 @@ def _fast_picker(options: SamplingOptions, generator: torch.Generator, vocab: in
 
 def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, options: SamplingOptions,
                   banned_ids: tuple[int, ...], generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """``sample_ids``'s loop for one sample through a ``FusedRnnStep`` (its logits are the module's bit
-    for bit, so the ids are too), each step on one thread."""
+    """``sample_id_chunks``'s loop for one sample through a ``FusedRnnStep`` (its logits are the
+    module's bit for bit, so the ids are too), each step on one thread: (steps, 1) ids at a time."""
     fused = make_step(model, banned_ids)
     fused.load_state(state)
     if banned_ids:   # the prompt's logits; the step's own carry -inf there already
@@ -449,7 +450,7 @@ def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, op
     pick = _fast_picker(options, generator, last.shape[-1])
     for step in range(options.length):
         next_ids = pick(last)                                                    # (1,)
-        yield next_ids
+        yield next_ids[None]
         if step + 1 < options.length:   # finite by construction (fused_step.MAX_WEIGHT)
             last = _on_one_thread(fused.step, int(next_ids))
 
@@ -457,7 +458,7 @@ def _sample_fused(make_step, model: LanguageModel, last: torch.Tensor, state, op
 def _sample_native(fused, last: torch.Tensor, state, options: SamplingOptions,
                    generator: torch.Generator) -> Iterator[torch.Tensor]:
     """``_sample_fused``'s loop in C++ (``native_step``), ``native_step.CHUNK`` tokens a call, each call
-    on one thread; the ids are yielded one at a time as the eager loop yields them."""
+    on one thread; each call's ids yielded at once, (steps, 1)."""
     sampler = native_step.NativeSampler(fused, options.temperature, options.top_k, active_top_p(options),
                                         generator)
     sampler.load_state(state)
@@ -467,7 +468,7 @@ def _sample_native(fused, last: torch.Tensor, state, options: SamplingOptions,
         feed_last = start + steps < options.length   # the last token needs no step
         ids = _on_one_thread(sampler.sample, first, steps, feed_last)           # (steps,)
         first = None
-        yield from ids.split(1)                                                  # (1,) each
+        yield ids[:, None]
 
 
 @torch.inference_mode()
@@ -480,6 +481,16 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
     ``banned_ids`` (e.g. the unknown token) are never produced. A model whose logits are NaN or
     infinite raises ConfigError, as does a request over SAMPLING_MEMORY_LIMIT.
     """
+    for chunk in sample_id_chunks(model, prompt_ids, options, banned_ids):
+        yield from chunk.unbind(0)
+
+
+@torch.inference_mode()
+def sample_id_chunks(model: LanguageModel, prompt_ids: list[int], options: SamplingOptions,
+                     banned_ids: tuple[int, ...] = ()) -> Iterator[torch.Tensor]:
+    """``sample_ids``'s ids as the sampler makes them: (steps, num_samples) tensors, ``options.length``
+    rows in all. The compiled batch-1 loop makes ``native_step.CHUNK`` steps a call, so a caller that
+    reads them a chunk at a time (``stream_text``) spends no Python on each token's tensor."""
     from . import graphed_sampling
     from .memory import is_out_of_memory
 
@@ -511,8 +522,9 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
                                                banned is not None)
             if chunked is not None:
                 try:
-                    yield from chunked.generate(last, state, options.length, options.temperature,
-                                                active_top_p(options), banned, generator)
+                    for next_ids in chunked.generate(last, state, options.length, options.temperature,
+                                                     active_top_p(options), banned, generator):
+                        yield next_ids[None]
                 finally:
                     chunked.lock.release()
                 return
@@ -525,7 +537,7 @@ def sample_ids(model: LanguageModel, prompt_ids: list[int], options: SamplingOpt
             if banned is not None:
                 last = last.masked_fill(banned, float("-inf"))
             next_ids = pick_next(last, options, generator)                      # (B,)
-            yield next_ids
+            yield next_ids[None]
             if step + 1 < options.length:  # the last token needs no forward pass
                 logits, state = step_forward(next_ids[:, None], state)
                 last = logits[:, -1, :]
@@ -584,8 +596,9 @@ def stream_text(model: LanguageModel, tokenizer: Tokenizer, prompt: str,
     options.validated()
     banned = tokenizer.never_generate
     decoders = [_IncrementalDecoder(tokenizer) for _ in range(options.num_samples)]
-    for next_ids in sample_ids(model, start_ids(tokenizer, prompt), options, banned):
-        yield [decoder.push(i) for decoder, i in zip(decoders, next_ids.tolist())]
+    for chunk in sample_id_chunks(model, start_ids(tokenizer, prompt), options, banned):
+        for next_ids in chunk.tolist():
+            yield [decoder.push(i) for decoder, i in zip(decoders, next_ids)]
     tails = [decoder.flush() for decoder in decoders]
     if any(tails):
         yield tails
