@@ -24,8 +24,9 @@ def eager_ids(monkeypatch, model, prompt, options, banned=(0,)) -> list[int]:
 # sigmoids as one call
 @pytest.mark.parametrize("vocab, hidden, layers, embedding", [(40, 48, 2, None), (300, 37, 3, 21), (65, 64, 1, 16),
                                                                  (65, 96, 2, 32)])
+@pytest.mark.parametrize("products", ["direct", "addmm"])   # the BLAS call, or addmm where it is missing
 def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, arch, vocab, hidden, layers,
-                                                                       embedding):
+                                                                       embedding, products):
     model = rnn_model(arch, vocab, hidden, layers, embedding)
     generator = torch.Generator().manual_seed(2)
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
@@ -33,6 +34,9 @@ def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, ar
         fused = FusedRnnStep(model)
         fused.load_state(state)
         loop = native.NativeSampler(fused, 1.0, None, None, torch.Generator())
+        if products == "addmm":
+            loop.loop.use_addmm()
+            assert loop.loop.direct_products() == 0
         loop.load_state(state)
         for token in torch.randint(0, vocab, (200,), generator=generator).tolist():
             logits, state = model(torch.tensor([[token]]), state)
