@@ -183,3 +183,41 @@ def test_the_chunks_hold_sample_ids_ids_in_order(native, monkeypatch, compiled, 
     # the compiled loop's calls arrive whole; the eager loops' steps one by one
     expected = [native_step.CHUNK, native_step.CHUNK, 3] if compiled else [1] * options.length
     assert [len(chunk) for chunk in chunks] == expected
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+@pytest.mark.parametrize("temperature", [0.37, 1.9])
+def test_a_long_draw_at_odd_temperatures_gives_the_eager_ids(native, monkeypatch, arch, temperature):
+    # the loop's own divisions and argmax against ATen's, over thousands of draws
+    model = rnn_model(arch)
+    options = SamplingOptions(length=2000, seed=11, temperature=temperature)
+    ids = [int(i) for i in sample_ids(model, [1, 2, 3], options, banned_ids=(0,))]
+    assert ids == eager_ids(monkeypatch, model, [1, 2, 3], options)
+
+
+def test_greedy_ties_go_to_the_first_id_as_atens_argmax(native, monkeypatch):
+    model = rnn_model("lstm")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.fill_(-1.0)
+        model.head.bias[[5, 9]] = 2.0   # equal logits: the first of them wins
+    options = SamplingOptions(length=40, seed=1, temperature=0)
+    ids = [int(i) for i in sample_ids(model, [1], options, banned_ids=(0,))]
+    assert ids == [5] * 40 == eager_ids(monkeypatch, model, [1], options)
+
+
+def test_the_loops_division_softmax_and_argmax_are_atens_bit_for_bit(native):
+    model = rnn_model("gru", vocab=300)
+    generator, values = torch.Generator().manual_seed(3), torch.Generator().manual_seed(4)
+    with torch.inference_mode():
+        loop = native.NativeSampler(FusedRnnStep(model), 1.0, None, None, generator).loop
+        for trial in range(100):
+            logits = torch.randn(1, 300, generator=values) * 10 ** (trial % 4)
+            temperature = [0.37, 0.8, 1.9, 7.77][trial % 4]
+            state = generator.get_state()
+            drawn, scaled, probs, quotients = loop.draw_parts(logits, temperature, generator)
+            assert torch.equal(scaled, torch.div(logits, temperature))
+            assert torch.equal(probs, torch.softmax(scaled, -1))
+            noise = torch.empty_like(probs).exponential_(generator=torch.Generator().set_state(state))
+            assert torch.equal(quotients, probs / noise)
+            assert int(drawn) == int((probs / noise).argmax(-1))

@@ -1,11 +1,12 @@
 // Batch-1 GRU/LSTM sampling on the CPU as one C++ loop: textgen_core/fused_step.py's step and
 // sampling.pick_next's draw: the same operations in the same order.
 //
-// The sigmoids, tanhs and the draw are the ATen kernels the Python step calls, on the same buffers and
-// views in the same order, called directly (at::cpu::, past the dispatcher); the matrix products are the
-// BLAS call ATen's addmm makes, made directly where it gives addmm's bits (checked when the loop is set
-// up); the cells' additions, products and copies are plain loops that round as ATen's do. So the logits
-// and ids are bit for bit those of fused_step.FusedRnnStep (tests/test_native_step.py). What goes is the
+// The sigmoids, tanhs, the softmax and the draw's exponential noise are the ATen kernels the Python step
+// calls, on the same buffers and views in the same order, called directly (at::cpu::, past the
+// dispatcher); the matrix products are the BLAS call ATen's addmm makes, made directly where it gives
+// addmm's bits (checked when the loop is set up); the cells' additions, products and copies and the
+// draw's divisions and argmax are plain loops that give ATen's results. So the logits and ids are bit
+// for bit those of fused_step.FusedRnnStep (tests/test_native_step.py). What goes is the
 // Python between the ops and most of the ops' overhead: at batch 1 each op's dispatch, checks and set-up
 // cost about as much as its work.
 // Built by textgen_core/native_step.py with the machine's C++ compiler against the installed torch.
@@ -14,6 +15,7 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -80,7 +82,7 @@ struct RnnSampler : torch::CustomClassHolder {
   std::vector<uint8_t> filled;
   // the state (L, 1, H) with each layer's row a view, as ATen unbinds hx; per-step buffers, with each
   // layer's hidden projection (then its gates) in a buffer of its own
-  at::Tensor h_state, c_state, x_proj, scratch, logits, scaled, probabilities, noise, index;
+  at::Tensor h_state, c_state, x_proj, scratch, logits, scaled, probabilities, noise;
   std::vector<at::Tensor> out, h_rows, c_rows, h_gates, paired_gates;
   std::vector<std::vector<at::Tensor>> gate_parts;
   // the products with fixed operands: each layer's hidden projection, the input projection of each layer
@@ -115,7 +117,6 @@ struct RnnSampler : torch::CustomClassHolder {
     scaled = at::empty_like(logits);
     probabilities = at::empty_like(logits);
     noise = at::empty_like(logits);
-    index = at::empty({1}, at::kLong);
     h_rows = h_state.unbind(0);
     c_rows = c_state.unbind(0);
     paired_sigmoid = hidden % 32 == 0;
@@ -222,25 +223,35 @@ struct RnnSampler : torch::CustomClassHolder {
     head.run();
   }
 
-  int64_t argmax(const at::Tensor& values) {
-    at::cpu::argmax_out(index, values, -1, false);
-    return index.data_ptr<int64_t>()[0];
+  // The draw's divisions and argmax are plain loops too, as cheap as the cells' and as exact: ATen divides
+  // float tensors, and a float tensor by a number cast to float, with one IEEE division per element;
+  // its argmax is the first NaN, else the first of the largest values, whatever order it reduces in.
+  // (As ATen ops they took about 15 us of a step, their code fetched anew after the products.)
+  static int64_t argmax(const at::Tensor& values) {
+    const float* v = values.data_ptr<float>();
+    int64_t best = 0;
+    for (int64_t k = 1, n = values.numel(); k < n && !std::isnan(v[best]); ++k)
+      if (std::isnan(v[k]) || v[k] > v[best]) best = k;
+    return best;
   }
 
   // fused_step.draw: what torch.multinomial(probs, 1) draws for one sample
   int64_t draw(const at::Tensor& probs, at::Tensor& buffer, std::optional<at::Generator> gen) {
     at::cpu::exponential_(buffer, 1, gen);
-    at::cpu::div_out(buffer, probs, buffer);
+    const float* p = probs.data_ptr<float>();
+    float* q = buffer.data_ptr<float>();
+    for (int64_t k = 0, n = buffer.numel(); k < n; ++k) q[k] = p[k] / q[k];
     return argmax(buffer);
   }
 
-  // sampling.pick_next (top_k <= 0 and top_p >= 1 mean no filter); ``temperature_tensor``: the
-  // temperature as the wrapped number at::div(tensor, scalar) divides by
-  int64_t pick(double temperature, const at::Tensor& temperature_tensor, int64_t top_k, double top_p,
-               std::optional<at::Generator> gen) {
+  // sampling.pick_next (top_k <= 0 and top_p >= 1 mean no filter)
+  int64_t pick(double temperature, int64_t top_k, double top_p, std::optional<at::Generator> gen) {
     if (temperature == 0) return argmax(logits);
     if (top_k <= 0 && top_p >= 1) {
-      at::cpu::div_out(scaled, logits, temperature_tensor);
+      const float divisor = static_cast<float>(temperature);
+      const float* l = logits.data_ptr<float>();
+      float* out = scaled.data_ptr<float>();
+      for (int64_t k = 0, n = logits.numel(); k < n; ++k) out[k] = l[k] / divisor;
       at::cpu::_softmax_out(probabilities, scaled, -1, false);
       return draw(probabilities, noise, gen);
     }
@@ -269,10 +280,8 @@ struct RnnSampler : torch::CustomClassHolder {
     if (first.numel()) logits.copy_(first);
     at::Tensor ids = at::empty({steps}, at::kLong);
     int64_t* id_data = ids.data_ptr<int64_t>();
-    at::Tensor temperature_tensor = at::scalar_to_tensor(temperature);
-    temperature_tensor.unsafeGetTensorImpl()->set_wrapped_number(true);
     for (int64_t i = 0; i < steps; ++i) {
-      const int64_t id = pick(temperature, temperature_tensor, top_k, top_p, gen);
+      const int64_t id = pick(temperature, top_k, top_p, gen);
       id_data[i] = id;
       if (i + 1 < steps || feed_last) step(id);
     }
@@ -294,6 +303,14 @@ struct RnnSampler : torch::CustomClassHolder {
     for (Product& product : input_products) product.direct = false;
   }
 
+  // one unfiltered draw from ``given`` logits: (the id, the scaled logits, the probabilities, their
+  // quotients by the noise), for the tests' comparison with ATen's ops
+  std::vector<at::Tensor> draw_parts(at::Tensor given, double temperature, std::optional<at::Generator> gen) {
+    logits.copy_(given);
+    const int64_t id = pick(temperature, 0, 1.0, gen);
+    return {at::scalar_tensor(id, at::kLong), scaled.clone(), probabilities.clone(), noise.clone()};
+  }
+
   // one step's (1, V) logits, for the tests' bit-for-bit comparison
   at::Tensor step_logits(int64_t id) {
     step(id);
@@ -311,5 +328,6 @@ TORCH_LIBRARY(textgen_native, m) {
       .def("sample", &RnnSampler::sample)
       .def("step_logits", &RnnSampler::step_logits)
       .def("direct_products", &RnnSampler::direct_products)
-      .def("use_addmm", &RnnSampler::use_addmm);
+      .def("use_addmm", &RnnSampler::use_addmm)
+      .def("draw_parts", &RnnSampler::draw_parts);
 }
