@@ -6,8 +6,9 @@ machine.
 between them (about 30 ATen calls a step, each a few microseconds of interpreter). The C++ loop calls
 the same ATen kernels on the same buffers (past the dispatcher), the matrix products as the BLAS call
 ATen's addmm makes where that gives addmm's bits (checked when a sampler is set up), and the cells'
-elementwise sums and products as plain loops that round alike, so its ids are the eager loop's for the
-same seed, bit for bit (``tests/test_native_step.py``); it runs chunks of ``CHUNK`` tokens per call.
+elementwise sums and products and the draw's divisions and argmax as plain loops that give ATen's
+results, so its ids are the eager loop's for the same seed, bit for bit (``tests/test_native_step.py``);
+it runs chunks of ``CHUNK`` tokens per call.
 
 Where a C++ compiler is present, the library is compiled against the installed torch (about 40 s on
 one core) into ``TEXTGEN_NATIVE_DIR`` (default ``~/.cache/textgen/native``), named by a digest of the

@@ -50,23 +50,22 @@ struct Product {
     sgemm_("T", "N", &g, &one, &k, &unit, w_t.data_ptr<float>(), &k, x.data_ptr<float>(), &k, &unit, result, &g);
   }
 
-  // Whether the direct call gives addmm's bits, on these very buffers (a product's rounding can depend
-  // on its operands' alignment) with x filled with values like a state's; x is restored.
-  bool direct_matches() {
+  // Makes the product directly from now on if that gives addmm's bits on these very buffers (a
+  // product's rounding can depend on its operands' alignment), x filled with values like a state's and
+  // then restored.
+  void choose_direct() {
+    direct = false;
     if (sgemm_ == nullptr || w_t.stride(0) != 1 || w_t.stride(1) != w_t.size(0) || !out.is_contiguous() ||
         !bias.is_contiguous() || !x.is_contiguous() || w_t.size(1) > std::numeric_limits<int>::max() / 2)
-      return false;
+      return;
     const at::Tensor saved = x.clone();
     x.copy_(at::sin(at::arange(x.numel(), x.options()).mul_(0.37)).view_as(x));
-    direct = false;
     run();
     const at::Tensor expected = out.clone();
     direct = true;
     run();
-    const bool same = std::memcmp(expected.data_ptr<float>(), out.data_ptr<float>(), sizeof(float) * out.numel()) == 0;
+    direct = std::memcmp(expected.data_ptr<float>(), out.data_ptr<float>(), sizeof(float) * out.numel()) == 0;
     x.copy_(saved);
-    direct = same;
-    return same;
   }
 };
 
@@ -126,9 +125,14 @@ struct RnnSampler : torch::CustomClassHolder {
       if (l > 0) input_products.push_back(Product{x_proj, b_ih[l], out[l - 1], w_ih[l]});
     }
     head = Product{logits, head_b, out[layers - 1], head_w};
-    for (Product& product : hidden_products) product.direct_matches();
-    for (Product& product : input_products) product.direct_matches();
-    head.direct_matches();
+    for_each_product([](Product& product) { product.choose_direct(); });
+  }
+
+  template <typename F>
+  void for_each_product(F&& visit) {
+    for (Product& product : hidden_products) visit(product);
+    for (Product& product : input_products) visit(product);
+    visit(head);
   }
 
   void load_state(at::Tensor h, std::optional<at::Tensor> c) {
@@ -289,18 +293,15 @@ struct RnnSampler : torch::CustomClassHolder {
   }
 
   // how many of the products are made by the direct BLAS call (the rest through at::cpu::addmm_out)
-  int64_t direct_products() const {
-    int64_t count = head.direct;
-    for (const Product& product : hidden_products) count += product.direct;
-    for (const Product& product : input_products) count += product.direct;
+  int64_t direct_products() {
+    int64_t count = 0;
+    for_each_product([&count](Product& product) { count += product.direct; });
     return count;
   }
 
   // every product through at::cpu::addmm_out, as where the direct call is missing or differs (for the tests)
   void use_addmm() {
-    head.direct = false;
-    for (Product& product : hidden_products) product.direct = false;
-    for (Product& product : input_products) product.direct = false;
+    for_each_product([](Product& product) { product.direct = false; });
   }
 
   // one unfiltered draw from ``given`` logits: (the id, the scaled logits, the probabilities, their
