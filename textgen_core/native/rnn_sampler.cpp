@@ -92,6 +92,8 @@ struct RnnSampler : torch::CustomClassHolder {
   // as FusedRnnStep.paired_sigmoid: it rounds every element as two calls do
   bool paired_sigmoid;
   int64_t steps_taken = 0;
+  // layer 0's hidden projection for the next step is already in h_gates[0] (see two_layer_step)
+  bool next_projection_made = false;
 
   RnnSampler(bool is_lstm, std::vector<at::Tensor> w_ih_t, std::vector<at::Tensor> w_hh_t,
              std::vector<at::Tensor> bias_ih, std::vector<at::Tensor> bias_hh, at::Tensor head_weight_t,
@@ -138,6 +140,7 @@ struct RnnSampler : torch::CustomClassHolder {
   void load_state(at::Tensor h, std::optional<at::Tensor> c) {
     h_state.copy_(h);
     if (lstm && c.has_value()) c_state.copy_(*c);
+    next_projection_made = false;
   }
 
   // the layer's input projection (G floats): x_proj, a table row, or fresh_row
@@ -213,18 +216,46 @@ struct RnnSampler : torch::CustomClassHolder {
 
   void hidden_projection(int64_t layer) { hidden_products[layer].run(); }
 
-  // every other step the hidden projections first, from the last layer down: see FusedRnnStep.step
+  // The order of the products, for the cache: a 2x256 LSTM's three 1 MB matrices (a GRU's 0.75 MB) do
+  // not all fit in a core's L2, so each step reads some of them from L3 again. Read in the same order
+  // every step, each would be evicted before its next use; so every other step takes them in another
+  // order, one that starts with the matrices the step before read last. Each product is the same call
+  // on the same buffers in any order, so the bits stay (benchmarks/bench_step_order.py measures orders).
   void step(int64_t id) {
-    const bool hidden_first = layers > 1 && (steps_taken++ & 1);
-    if (hidden_first)
-      for (int64_t l = layers - 1; l >= 0; --l) hidden_projection(l);
-    for (int64_t l = 0; l < layers; ++l) {
-      const float* x = input_projection(l, id);
-      if (!hidden_first) hidden_projection(l);
-      if (lstm) lstm_cell(l, x);   // each cell also writes the layer's new state into h_rows[l]
-      else gru_cell(l, x);
+    const bool odd = steps_taken++ & 1;
+    if (layers == 2) {
+      two_layer_step(id, odd);
+    } else {
+      // every other step the hidden projections first, from the last layer down, as FusedRnnStep.step
+      const bool hidden_first = layers > 1 && odd;
+      if (hidden_first)
+        for (int64_t l = layers - 1; l >= 0; --l) hidden_projection(l);
+      for (int64_t l = 0; l < layers; ++l) {
+        const float* x = input_projection(l, id);
+        if (!hidden_first) hidden_projection(l);
+        cell(l, x);
+      }
     }
     head.run();
+  }
+
+  // Layer 0's hidden projection for the next step (A) is made as soon as its new state is, which leaves
+  // A, layer 1's input projection (B) and layer 1's hidden one (C) free to go in any order between the
+  // two cells: A B C, then C B A. (With more layers the input projections chain through the cells, and
+  // the order above measured faster.)
+  void two_layer_step(int64_t id, bool reverse) {
+    if (!next_projection_made) hidden_projection(0);
+    cell(0, input_projection(0, id));
+    hidden_projection(reverse ? 1 : 0);
+    const float* x = input_projection(1, id);
+    hidden_projection(reverse ? 0 : 1);
+    cell(1, x);
+    next_projection_made = true;
+  }
+
+  void cell(int64_t layer, const float* ih) {
+    if (lstm) lstm_cell(layer, ih);   // each cell also writes the layer's new state into h_rows[layer]
+    else gru_cell(layer, ih);
   }
 
   // The draw's divisions and argmax are plain loops too, as cheap as the cells' and as exact: ATen divides
