@@ -1,10 +1,11 @@
-"""Batch-1 sampling's matrix-vector products: read in the same order every step, or every other step
-in another order (as ``fused_step.FusedRnnStep.step`` and the compiled loop do).
+"""Batch-1 sampling's matrix-vector products: read in the same order every step, every other step
+in another order (as ``fused_step.FusedRnnStep.step`` does), or every other step in reverse (as the
+compiled loop does).
 
 A 2x256 LSTM step reads three 1 MB matrices (a GRU's three 768 KB), more than a 2 MB L2 holds: read in
 the same order every step, each is evicted before its next use. Here the products alone, 1x256 by
-256xG like the sampler's (transposed views), in one process, blocks of each order alternated; the
-ratio above 1 is what the alternated order saves. Run it on one core (``taskset -c 0``).
+256xG like the sampler's (transposed views), in one process, blocks of each order alternated; a
+ratio above 1 is what an order saves against the same order every step. Run it on one core (``taskset -c 0``).
 
     .venv/bin/python benchmarks/bench_step_order.py [--quick] [--blocks N] [--steps N]
 """
@@ -38,9 +39,11 @@ class Products:
                 self.product(i)
 
 
-# matrices 0, 1, 2: layer 0's hidden, layer 1's input, layer 1's hidden projection (A, B, C). The sampler
-# alternates A, B, C with the hidden products first from the last layer down, then layer 1's input (C, A, B).
-ORDERS = {"same": ((0, 1, 2),), "alternated": ((0, 1, 2), (2, 0, 1))}
+# matrices 0, 1, 2: layer 0's hidden, layer 1's input, layer 1's hidden projection (A, B, C). The eager
+# fused step alternates A, B, C with the hidden products first from the last layer down, then layer 1's
+# input (C, A, B). The compiled loop makes layer 0's hidden projection a step ahead, which frees the
+# order of all three: A, B, C then C, B, A.
+ORDERS = {"same": ((0, 1, 2),), "alternated": ((0, 1, 2), (2, 0, 1)), "mirrored": ((0, 1, 2), (2, 1, 0))}
 
 
 def measure(gates: int, blocks: int, steps: int) -> dict:
@@ -54,9 +57,13 @@ def measure(gates: int, blocks: int, steps: int) -> dict:
                 start = time.perf_counter()
                 products.run(orders, steps)
                 times[name].append((time.perf_counter() - start) / steps * 1e6)
-    same, alternated = median(times["same"]), median(times["alternated"])
-    return dict(gates=gates, same_us=same, alternated_us=alternated, ratio=same / alternated,
-                same_blocks_us=times["same"], alternated_blocks_us=times["alternated"])
+    row: dict = dict(gates=gates)
+    for name, block_times in times.items():
+        row[f"{name}_us"] = median(block_times)
+        row[f"{name}_blocks_us"] = block_times
+    for name in ("alternated", "mirrored"):
+        row[f"same_over_{name}"] = row["same_us"] / row[f"{name}_us"]
+    return row
 
 
 def main() -> None:
@@ -73,10 +80,12 @@ def main() -> None:
     for name, gates in CASES:
         row = dict(products=name, **measure(gates, blocks, steps))
         rows.append(row)
-        print(f"  {name}: same order {row['same_us']:.1f} us/step, alternated {row['alternated_us']:.1f}")
+        print(f"  {name}: " + ", ".join(f"{order} {row[order + '_us']:.1f}" for order in ORDERS) + " us/step")
     print(f"us per step: median of {blocks} alternated blocks of {steps} steps")
-    print(table(["products a step", "same order us/step", "alternated us/step", "same / alternated"],
-                [(r["products"], r["same_us"], r["alternated_us"], round(r["ratio"], 2)) for r in rows]))
+    print(table(["products a step", "same order us/step", "alternated us/step", "mirrored us/step",
+                 "same / alternated", "same / mirrored"],
+                [(r["products"], r["same_us"], r["alternated_us"], r["mirrored_us"],
+                  round(r["same_over_alternated"], 2), round(r["same_over_mirrored"], 2)) for r in rows]))
     emit("step_order", dict(machine=info, quick=args.quick, rows=rows))
 
 
