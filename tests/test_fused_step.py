@@ -58,6 +58,24 @@ def test_fused_step_equals_the_module_bit_for_bit(arch, vocab, hidden, layers, e
         assert all(torch.equal(a, b) for a, b in zip(flat(state), flat(fused.state())))
 
 
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [2, 3])
+def test_a_state_loaded_between_steps_is_the_one_the_next_step_starts_from(arch, layers):
+    # a two-layer step makes layer 0's hidden projection a step ahead; a state loaded after that replaces it
+    model = rnn_model(arch, layers=layers)
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
+        _, first_state = model(torch.tensor([[1, 2, 3]]))
+        _, state = model(torch.tensor([[7, 8, 9, 10]]))
+        fused = FusedRnnStep(model)
+        fused.load_state(first_state)
+        for token in (4, 5, 6):
+            fused.step(token)
+        fused.load_state(state)
+        for token in (11, 12, 13, 14):
+            logits, state = model(torch.tensor([[token]]), state)
+            assert torch.equal(fused.step(token), logits[:, -1, :])
+
+
 @pytest.mark.parametrize("max_bytes, rows", [(0, 0), (3 * 4 * 4 * 48, 3), (10**9, 5)])
 def test_first_layer_rows_are_kept_up_to_the_cap_and_give_the_same_bits(monkeypatch, max_bytes, rows):
     monkeypatch.setattr(fused_step, "MAX_TABLE_BYTES", max_bytes)

@@ -93,6 +93,7 @@ class FusedRnnStep:
         self.h_gates = [torch.empty(1, gates) for _ in range(self.layers)]   # each layer's hidden projection,
         # then its gates: a buffer per layer, so that every other step can make them all first (``step``)
         self.steps_taken = 0
+        self.next_projection_made = False   # layer 0's next hidden projection already in h_gates[0]
         self.scratch = torch.empty(1, hidden)
         self.logits = torch.empty(1, head.out_features)
         # Views of those buffers made once: a step's narrow/select/chunk calls cost about as much as an
@@ -118,6 +119,7 @@ class FusedRnnStep:
         self.h_state.copy_(h)
         if c is not None:   # an LSTM's: its c_state is a buffer
             cast(torch.Tensor, self.c_state).copy_(c)
+        self.next_projection_made = False
 
     def state(self):
         """The current state as a forward pass returns it (new tensors)."""
@@ -168,25 +170,50 @@ class FusedRnnStep:
         """Feed one token; the (1, V) logits of the next (a buffer, overwritten by the next step).
 
         A step reads each weight matrix once, and a 2x256 LSTM's three 1 MB ones do not fit a 2 MB L2
-        together: read in the same order every step, each is evicted before it is read again. Every
-        other step makes the hidden projections first, from the last layer down (they need only the
-        state), so that it begins with the matrices the step before read last, still in the cache. The
-        same products of the same operands in another order: the same bits."""
-        hidden_first = self.layers > 1 and self.steps_taken % 2 == 1
+        together: read in the same order every step, each is evicted before it is read again. So every
+        other step reads them in another order, one that begins with the matrices the step before read
+        last, still in the cache. The same products of the same operands in another order: the same
+        bits (benchmarks/bench_step_order.py times the orders)."""
+        odd = self.steps_taken % 2 == 1
         self.steps_taken += 1
-        if hidden_first:
-            for layer in reversed(range(self.layers)):
-                self._hidden_projection(layer)
-        for layer in range(self.layers):
-            x_proj = self._input_projection(layer, token_id)
-            if not hidden_first:
-                self._hidden_projection(layer)
-            if self.lstm:
-                self._lstm_cell(layer, self.h_gates[layer], x_proj)
-            else:
-                self._gru_cell(layer, self._input_parts(layer, token_id, x_proj))
-            self.h_rows[layer].copy_(self.out[layer])
+        if self.layers == 2:
+            self._two_layer_step(token_id, reverse=odd)
+        else:
+            # every other step the hidden projections first, from the last layer down (they need only
+            # the state)
+            hidden_first = self.layers > 1 and odd
+            if hidden_first:
+                for layer in reversed(range(self.layers)):
+                    self._hidden_projection(layer)
+            for layer in range(self.layers):
+                x_proj = self._input_projection(layer, token_id)
+                if not hidden_first:
+                    self._hidden_projection(layer)
+                self._cell(layer, token_id, x_proj)
         return torch.addmm(self.head_b, self.out[-1], self.head_w, out=self.logits)
+
+    def _two_layer_step(self, token_id: int, reverse: bool) -> None:
+        """Layer 0's hidden projection for the next step (A) is made as soon as its new state is, which
+        leaves A, layer 1's input projection (B) and layer 1's hidden one (C) free to go in any order
+        between the two cells: A B C, then C B A. (With more layers the input projections chain through
+        the cells, and the order in ``step`` measured faster.)"""
+        if not self.next_projection_made:
+            self._hidden_projection(0)
+        self._cell(0, token_id, self._input_projection(0, token_id))
+        self._hidden_projection(1 if reverse else 0)
+        x_proj = self._input_projection(1, token_id)
+        self._hidden_projection(0 if reverse else 1)
+        self._cell(1, token_id, x_proj)
+        self.next_projection_made = True
+
+    def _cell(self, layer: int, token_id: int, x_proj: torch.Tensor) -> None:
+        """The layer's cell on its hidden projection (in ``h_gates``) and ``x_proj``; its new state into
+        ``h_rows``."""
+        if self.lstm:
+            self._lstm_cell(layer, self.h_gates[layer], x_proj)
+        else:
+            self._gru_cell(layer, self._input_parts(layer, token_id, x_proj))
+        self.h_rows[layer].copy_(self.out[layer])
 
     def _lstm_cell(self, layer: int, gates: torch.Tensor, x_proj: torch.Tensor) -> None:
         # ATen's LSTMCell on the CPU: gates = hh + ih; i, f, o sigmoid, g tanh; c = f*c + i*g; h = o*tanh(c)

@@ -226,7 +226,7 @@ struct RnnSampler : torch::CustomClassHolder {
     if (layers == 2) {
       two_layer_step(id, odd);
     } else {
-      // every other step the hidden projections first, from the last layer down, as FusedRnnStep.step
+      // every other step the hidden projections first, from the last layer down (as FusedRnnStep.step)
       const bool hidden_first = layers > 1 && odd;
       if (hidden_first)
         for (int64_t l = layers - 1; l >= 0; --l) hidden_projection(l);
