@@ -1,6 +1,6 @@
 """Batch-1 sampling's matrix-vector products: read in the same order every step, every other step
-in another order (as ``fused_step.FusedRnnStep.step`` does), or every other step in reverse (as the
-compiled loop does).
+in another order, or every other step in reverse (what ``fused_step.FusedRnnStep.step`` and the
+compiled loop do for two layers; with more, the other order).
 
 A 2x256 LSTM step reads three 1 MB matrices (a GRU's three 768 KB), more than a 2 MB L2 holds: read in
 the same order every step, each is evicted before its next use. Here the products alone, 1x256 by
@@ -39,10 +39,10 @@ class Products:
                 self.product(i)
 
 
-# matrices 0, 1, 2: layer 0's hidden, layer 1's input, layer 1's hidden projection (A, B, C). The eager
-# fused step alternates A, B, C with the hidden products first from the last layer down, then layer 1's
-# input (C, A, B). The compiled loop makes layer 0's hidden projection a step ahead, which frees the
-# order of all three: A, B, C then C, B, A.
+# matrices 0, 1, 2: layer 0's hidden, layer 1's input, layer 1's hidden projection (A, B, C).
+# "alternated": A, B, C, then the hidden products first from the last layer down and layer 1's input
+# last (C, A, B). "mirrored": layer 0's hidden projection made a step ahead frees the order of all
+# three, so A, B, C then C, B, A (the sampler's order for two layers).
 ORDERS = {"same": ((0, 1, 2),), "alternated": ((0, 1, 2), (2, 0, 1)), "mirrored": ((0, 1, 2), (2, 1, 0))}
 
 
