@@ -58,22 +58,28 @@ def test_fused_step_equals_the_module_bit_for_bit(arch, vocab, hidden, layers, e
         assert all(torch.equal(a, b) for a, b in zip(flat(state), flat(fused.state())))
 
 
-@pytest.mark.parametrize("arch", ["gru", "lstm"])
-@pytest.mark.parametrize("layers", [2, 3])
-def test_a_state_loaded_between_steps_is_the_one_the_next_step_starts_from(arch, layers):
-    # a two-layer step makes layer 0's hidden projection a step ahead; a state loaded after that replaces it
+def check_a_state_loaded_between_steps(arch: str, layers: int, stepper=lambda fused: (fused.load_state, fused.step)):
+    """A state loaded after some steps is the one the next step starts from: a two-layer step makes
+    layer 0's hidden projection a step ahead, and a loaded state must replace it. ``stepper(fused)``
+    gives the (load_state, step -> logits) pair to check."""
     model = rnn_model(arch, layers=layers)
     with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
         _, first_state = model(torch.tensor([[1, 2, 3]]))
         _, state = model(torch.tensor([[7, 8, 9, 10]]))
-        fused = FusedRnnStep(model)
-        fused.load_state(first_state)
+        load_state, step = stepper(FusedRnnStep(model))
+        load_state(first_state)
         for token in (4, 5, 6):
-            fused.step(token)
-        fused.load_state(state)
+            step(token)
+        load_state(state)
         for token in (11, 12, 13, 14):
             logits, state = model(torch.tensor([[token]]), state)
-            assert torch.equal(fused.step(token), logits[:, -1, :])
+            assert torch.equal(step(token), logits[:, -1, :])
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+@pytest.mark.parametrize("layers", [2, 3])
+def test_a_state_loaded_between_steps_is_the_one_the_next_step_starts_from(arch, layers):
+    check_a_state_loaded_between_steps(arch, layers)
 
 
 @pytest.mark.parametrize("max_bytes, rows", [(0, 0), (3 * 4 * 4 * 48, 3), (10**9, 5)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_fused_step import reference_ids, rnn_model
+from test_fused_step import check_a_state_loaded_between_steps, reference_ids, rnn_model
 
 import textgen_core as tg
 from textgen_core import native_step, sampling
@@ -48,20 +48,11 @@ def test_native_step_equals_the_fused_step_and_the_module_bit_for_bit(native, ar
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
 @pytest.mark.parametrize("layers", [2, 3])
 def test_a_state_loaded_between_steps_is_the_one_the_next_step_starts_from(native, arch, layers):
-    # the loop makes layer 0's hidden projection a step ahead; a state loaded after that must replace it
-    model = rnn_model(arch, 40, 48, layers, None)
-    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=False):
-        _, first_state = model(torch.tensor([[1, 2, 3]]))
-        _, second_state = model(torch.tensor([[7, 8, 9, 10]]))
-        loop = native.NativeSampler(FusedRnnStep(model), 1.0, None, None, torch.Generator())
-        loop.load_state(first_state)
-        for token in (4, 5, 6):
-            loop.step_logits(token)
-        loop.load_state(second_state)
-        state = second_state
-        for token in (11, 12, 13, 14):
-            logits, state = model(torch.tensor([[token]]), state)
-            assert torch.equal(loop.step_logits(token), logits[:, -1, :])
+    def compiled(fused):
+        loop = native.NativeSampler(fused, 1.0, None, None, torch.Generator())
+        return loop.load_state, loop.step_logits
+
+    check_a_state_loaded_between_steps(arch, layers, compiled)
 
 
 def _torch_exports_sgemm() -> bool:
