@@ -15,10 +15,63 @@
 #include <torch/library.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
+// MKL's packed products (the BLAS of torch's x86 builds): a matrix packed once into the layout its
+// kernels read, then multiplied many times. Weak, so that a torch without them still loads the library;
+// then every product goes through at::addmm_out.
+extern "C" {
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
+                      int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
+}
+
 namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kMatrixB = 162;
+
+// out (M, N) = base (M, N) + a (M, K) @ w, w the (K, N) right-hand matrix of every step's product. The
+// time loops make the same product with the same weights at every step: packed once a call, the
+// weights are not packed again by each product. On 2 threads that made the (64, 1024) x (1024, 3072)
+// product 1.3x (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.04-1.1x.
+template <typename scalar_t>
+struct StepProduct {
+  at::Tensor w, packed;  // packed: empty where the packed products are missing or scalar_t is not float
+  int64_t rows;          // M, the rows of every left-hand matrix
+
+  // w (K, N) laid out row by row or column by column (a transposed view of a contiguous weight)
+  StepProduct(const at::Tensor& w_, int64_t rows_) : w(w_), rows(rows_) {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      const int64_t limit = std::numeric_limits<int>::max() / 4;
+      const bool by_rows = w.stride(1) == 1 && w.stride(0) >= w.size(1);
+      const bool by_columns = !by_rows && w.stride(0) == 1 && w.stride(1) >= w.size(0);
+      if (cblas_sgemm_pack_get_size == nullptr || cblas_sgemm_pack == nullptr || cblas_sgemm_compute == nullptr ||
+          !(by_rows || by_columns) || w.numel() > limit || rows * w.size(0) > limit || rows * w.size(1) > limit)
+        return;
+      const int m = static_cast<int>(rows), k = static_cast<int>(w.size(0)), n = static_cast<int>(w.size(1));
+      const size_t bytes = cblas_sgemm_pack_get_size(kMatrixB, m, n, k);
+      packed = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 16}, w.options());
+      cblas_sgemm_pack(kRowMajor, kMatrixB, by_rows ? kNoTrans : kTrans, m, n, k, 1.0f, w.data_ptr<float>(),
+                       static_cast<int>(by_rows ? w.stride(0) : w.stride(1)), packed.data_ptr<float>());
+    }
+  }
+
+  void run(at::Tensor& out, const at::Tensor& base, const at::Tensor& a) const {
+    if (!packed.defined() || !a.is_contiguous() || !out.is_contiguous() || a.size(0) != rows) {
+      at::addmm_out(out, base, a, w);
+      return;
+    }
+    out.copy_(base);
+    const int m = static_cast<int>(a.size(0)), k = static_cast<int>(w.size(0)), n = static_cast<int>(w.size(1));
+    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, m, n, k, reinterpret_cast<const float*>(a.data_ptr()), k,
+                        packed.data_ptr<float>(), n, 1.0f, reinterpret_cast<float*>(out.data_ptr()), n);
+  }
+};
 
 template <typename scalar_t>
 void forward_loop(const at::Tensor& gi, const at::Tensor& w_hh_t, const at::Tensor& b_hh, at::Tensor& hs,
@@ -26,8 +79,10 @@ void forward_loop(const at::Tensor& gi, const at::Tensor& w_hh_t, const at::Tens
   const int64_t steps = gi.size(0), batch = gi.size(1), hidden = hs.size(2);
   at::Tensor gh = at::empty({batch, 3 * hidden}, gi.options());
   const scalar_t* gh_p = gh.data_ptr<scalar_t>();
+  const at::Tensor bias_rows = b_hh.expand({batch, 3 * hidden});
+  const StepProduct<scalar_t> recurrent(w_hh_t, batch);
   for (int64_t t = 0; t < steps; ++t) {
-    at::addmm_out(gh, b_hh, hs[t], w_hh_t);                  // (B, 3H): W_hh h + b_hh
+    recurrent.run(gh, bias_rows, hs[t]);                     // (B, 3H): W_hh h + b_hh
     const scalar_t* gi_p = gi.data_ptr<scalar_t>() + t * batch * 3 * hidden;
     scalar_t* rz_p = rz.data_ptr<scalar_t>() + t * batch * 2 * hidden;
     for (int64_t b = 0; b < batch; ++b) {
@@ -80,7 +135,7 @@ std::vector<at::Tensor> gru_layer_forward(at::Tensor gi, at::Tensor h0, at::Tens
   at::Tensor ns = at::empty({steps, batch, hidden}, gi.options());
   at::Tensor ghn = at::empty({steps, batch, hidden}, gi.options());
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gru_layer_forward", [&] {
-    forward_loop<scalar_t>(gi, w_hh_t.contiguous(), b_hh.contiguous(), hs, rz, ns, ghn);
+    forward_loop<scalar_t>(gi, w_hh_t, b_hh.contiguous(), hs, rz, ns, ghn);
   });
   return {hs, rz, ns, ghn};
 }
@@ -91,6 +146,7 @@ void backward_loop(const at::Tensor& d_out, const at::Tensor& hs, const at::Tens
                    at::Tensor& d_gh) {
   const int64_t steps = ns.size(0), batch = ns.size(1), hidden = ns.size(2);
   at::Tensor dh_direct = at::empty_like(dh);               // the part of dh_{t-1} that flows through z
+  const StepProduct<scalar_t> recurrent(w_hh, batch);
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t at_t = t * batch * hidden;
     const scalar_t* d_out_p = d_out.data_ptr<scalar_t>() + at_t;
@@ -129,7 +185,7 @@ void backward_loop(const at::Tensor& d_out, const at::Tensor& hs, const at::Tens
         direct[j] = g * z[j];
       }
     }
-    at::addmm_out(dh, dh_direct, d_gh[t], w_hh);            // dL/dh_{t-1} = g z + d_gh W_hh
+    recurrent.run(dh, dh_direct, d_gh[t]);                  // dL/dh_{t-1} = g z + d_gh W_hh
   }
 }
 
@@ -150,9 +206,15 @@ std::vector<at::Tensor> gru_layer_backward(std::optional<at::Tensor> d_out, std:
   return {d_gi, d_gh, dh};
 }
 
+// whether the time loops make their fp32 products from packed weights (MKL's packed products found)
+bool gru_packed_products() {
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(textgen_native, m) {
+  m.def("gru_packed_products() -> bool", &gru_packed_products);
   m.def("gru_layer_forward(Tensor gi, Tensor h0, Tensor w_hh_t, Tensor b_hh) -> Tensor[]", &gru_layer_forward);
   m.def("gru_layer_backward(Tensor? d_out, Tensor? d_h_last, Tensor hs, Tensor rz, Tensor ns, Tensor ghn, "
         "Tensor w_hh) -> Tensor[]",
