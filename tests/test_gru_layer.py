@@ -51,6 +51,29 @@ def test_a_loss_on_the_last_state_alone_reaches_every_weight(native):
         torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
 
 
+# 5 ids in 6 tokens: the first layer's projection from the per-id table; 40 in 6: looked up row by row
+@pytest.mark.parametrize("vocab", [5, 40])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_the_gru_from_ids_equals_nn_gru_on_the_embedded_rows(native, vocab, dtype, tolerance):
+    torch.manual_seed(2)
+    rnn = nn.GRU(7, 9, 2, batch_first=True).to(dtype)
+    embedding = torch.randn(vocab, 7, dtype=dtype, requires_grad=True)
+    ids = torch.tensor([[0, 4, 4], [1, 0, 3]])            # ids repeat: the table's gradient sums them
+    h0 = torch.randn(2, 2, 9, dtype=dtype)
+    out_weight, last_weight = torch.randn(2, 3, 9, dtype=dtype), torch.randn(2, 2, 9, dtype=dtype)
+    inputs = [embedding] + list(rnn.parameters())
+
+    def outputs_and_grads(run):
+        out, last = run()
+        loss = (out * out_weight).sum() + (last * last_weight).sum()
+        return [out, last] + list(torch.autograd.grad(loss, inputs))
+
+    want = outputs_and_grads(lambda: rnn(embedding[ids], h0))
+    have = outputs_and_grads(lambda: gru_layer.gru_from_ids(rnn, embedding, ids, h0))
+    for expected, got in zip(want, have):
+        torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
+
+
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without MKL")
 def test_the_loops_use_mkls_packed_products_where_torch_has_mkl(native):
     """The packed recurrent weights made the (64, 1024) x (1024, 3072) products 1.3-1.7x as fast: a
@@ -68,8 +91,8 @@ def test_the_model_trains_its_gru_through_the_compiled_loop(native, monkeypatch)
     model = gru_model()
     ids = torch.randint(0, 30, (4, 12))
     calls = []
-    compiled = gru_layer.gru
-    monkeypatch.setattr(gru_layer, "gru", lambda *args: calls.append(1) or compiled(*args))
+    compiled = gru_layer._stack
+    monkeypatch.setattr(gru_layer, "_stack", lambda *args: calls.append(1) or compiled(*args))
     logits, _ = model(ids)
     nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
     assert calls, "the model's GRU did not run through the compiled loop"

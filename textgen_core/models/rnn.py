@@ -29,11 +29,13 @@ class RNNLanguageModel(LanguageModel):
         self.head = nn.Linear(hidden, vocab_size)
 
     def forward(self, ids: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
-        x = self.drop(self.embed(ids))              # (B, T, embedding)
-        if gru_layer.usable(self.rnn, x):           # the GRU on the CPU: one fused node per layer
-            out, state = gru_layer.gru(self.rnn, x, state)
+        if gru_layer.usable(self.rnn, self.embed.weight):     # the GRU on the CPU: its compiled loop
+            if self.drop.p and self.training:
+                out, state = gru_layer.gru(self.rnn, self.drop(self.embed(ids)), state)
+            else:   # no dropout after the embedding: the first layer's input projection is a lookup
+                out, state = gru_layer.gru_from_ids(self.rnn, self.embed.weight, ids, state)
         else:
-            out, state = self.rnn(x, state)         # (B, T, hidden)
+            out, state = self.rnn(self.drop(self.embed(ids)), state)   # (B, T, hidden)
         return self.head(self.drop(out)), state     # (B, T, vocab)
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
