@@ -87,10 +87,13 @@ def trainer_side(case: dict) -> float:
 
 
 def product_shapes(case: dict, vocab: int) -> list[tuple[int, int, int, int]]:
-    """(m, k, n, count) of the matrix products in one training step of the case's network: the
-    forward pass, then the gradients, each weight's gradient taken over the whole batch and sequence
-    at once (the cheapest way to take it). Everything else a step does (gates, loss, optimizer) is
-    left out, so their time is a floor for any implementation that does these products."""
+    """(m, k, n, count) of the matrix products in one training step of the case's network as it is
+    written (the first layer's input projection over every token): the forward pass, then the
+    gradients, each weight's gradient taken over the whole batch and sequence at once. Everything
+    else a step does (gates, loss, optimizer) is left out, so their time, each product made alone
+    by torch.mm, is a floor for an implementation that makes these products so. The Trainer's GRU on
+    the CPU makes fewer and faster ones: the first layer's projection from a per-id table, and the
+    recurrent weights packed once a sequence (``gru_layer.py``), so it can go under it."""
     gates = 3 if case["arch"] == "gru" else 4
     b, t, h = case["batch"], case["seq"], case["hidden"]
     shapes = []
