@@ -76,7 +76,7 @@ def test_the_gru_from_ids_equals_nn_gru_on_the_embedded_rows(native, vocab, dtyp
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without MKL")
 def test_the_loops_use_mkls_packed_products_where_torch_has_mkl(native):
-    """The packed recurrent weights made the (64, 1024) x (1024, 3072) products 1.3-1.7x as fast: a
+    """The packed recurrent weights made the (64, 1024) x (1024, 3072) products 1.25-1.7x as fast: a
     build that lost them would train slower with every test still passing."""
     assert torch.ops.textgen_native.gru_packed_products()
 

@@ -38,7 +38,7 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kMat
 // out (M, N) = base (M, N) + a (M, K) @ w, w the (K, N) right-hand matrix of every step's product. The
 // time loops make the same product with the same weights at every step: packed once a call, the
 // weights are not packed again by each product. On 2 threads that made the (64, 1024) x (1024, 3072)
-// product 1.3x (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.04-1.1x.
+// product 1.25-1.4x (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.03-1.16x.
 template <typename scalar_t>
 struct StepProduct {
   at::Tensor w, packed;  // packed: empty where the packed products are missing or scalar_t is not float
