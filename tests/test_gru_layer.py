@@ -21,8 +21,10 @@ def outputs_and_grads(rnn: nn.GRU, run, x: torch.Tensor, h0, out_weight: torch.T
 
 
 # 37: a width no vector length divides; T=1 and B=1: the loop's edges; 3 layers: a middle one
+# 1024: large enough that its recurrent weights are packed (where torch has MKL)
 @pytest.mark.parametrize("batch, steps, inputs, hidden, layers", [(4, 7, 5, 6, 2), (3, 1, 4, 37, 3),
-                                                                  (1, 9, 8, 8, 1), (2, 5, 16, 33, 2)])
+                                                                  (1, 9, 8, 8, 1), (2, 5, 16, 33, 2),
+                                                                  (3, 4, 8, 1024, 1)])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("with_state", [True, False])
 def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, layers, dtype, tolerance,
@@ -75,10 +77,14 @@ def test_the_gru_from_ids_equals_nn_gru_on_the_embedded_rows(native, vocab, dtyp
 
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="torch built without MKL")
-def test_the_loops_use_mkls_packed_products_where_torch_has_mkl(native):
-    """The packed recurrent weights made the (64, 1024) x (1024, 3072) products 1.25-1.7x as fast: a
-    build that lost them would train slower with every test still passing."""
-    assert torch.ops.textgen_native.gru_packed_products()
+def test_the_loops_pack_large_recurrent_weights_where_torch_has_mkl(native):
+    """Packed, the (64, 1024) x (1024, 3072) products ran 1.25-1.7x as fast: a build that lost them
+    would train slower with every test still passing. Small matrices stay unpacked: MKL's buffer
+    would be many times their size."""
+    packs = torch.ops.textgen_native.gru_packs_weights
+    w_hh = torch.randn(3 * 1024, 1024)
+    assert packs(w_hh.t(), 64) and packs(w_hh, 64)        # the forward's (H, 3H) view, the backward's
+    assert not packs(torch.randn(768, 256).t(), 32)
 
 
 def gru_model(dropout: float = 0.0):

@@ -38,7 +38,8 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kMat
 // out (M, N) = base (M, N) + a (M, K) @ w, w the (K, N) right-hand matrix of every step's product. The
 // time loops make the same product with the same weights at every step: packed once a call, the
 // weights are not packed again by each product. On 2 threads that made the (64, 1024) x (1024, 3072)
-// product 1.25-1.4x (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.03-1.16x.
+// product 1.25-1.4x (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.03-1.16x; the
+// packed buffer limits it to the larger matrices (below).
 template <typename scalar_t>
 struct StepProduct {
   at::Tensor w, packed;  // packed: empty where the packed products are missing or scalar_t is not float
@@ -55,6 +56,9 @@ struct StepProduct {
         return;
       const int m = static_cast<int>(rows), k = static_cast<int>(w.size(0)), n = static_cast<int>(w.size(1));
       const size_t bytes = cblas_sgemm_pack_get_size(kMatrixB, m, n, k);
+      // MKL asks about 7.5 MB beyond the matrix at any size: many times a small matrix, whose products
+      // gained least (1.03-1.16x at 256 x 768). Only where the buffer is under 2.5x the matrix.
+      if (bytes > 5 * sizeof(float) * static_cast<size_t>(w.numel()) / 2) return;
       packed = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 16}, w.options());
       cblas_sgemm_pack(kRowMajor, kMatrixB, by_rows ? kNoTrans : kTrans, m, n, k, 1.0f, w.data_ptr<float>(),
                        static_cast<int>(by_rows ? w.stride(0) : w.stride(1)), packed.data_ptr<float>());
@@ -206,15 +210,15 @@ std::vector<at::Tensor> gru_layer_backward(std::optional<at::Tensor> d_out, std:
   return {d_gi, d_gh, dh};
 }
 
-// whether the time loops make their fp32 products from packed weights (MKL's packed products found)
-bool gru_packed_products() {
-  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+// whether the time loops pack w (K, N), a float matrix, for products with `rows` rows (for the tests)
+bool gru_packs_weights(const at::Tensor& w, int64_t rows) {
+  return StepProduct<float>(w, rows).packed.defined();
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(textgen_native, m) {
-  m.def("gru_packed_products() -> bool", &gru_packed_products);
+  m.def("gru_packs_weights(Tensor w, int rows) -> bool", &gru_packs_weights);
   m.def("gru_layer_forward(Tensor gi, Tensor h0, Tensor w_hh_t, Tensor b_hh) -> Tensor[]", &gru_layer_forward);
   m.def("gru_layer_backward(Tensor? d_out, Tensor? d_h_last, Tensor hs, Tensor rz, Tensor ns, Tensor ghn, "
         "Tensor w_hh) -> Tensor[]",
