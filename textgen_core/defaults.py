@@ -48,7 +48,8 @@ AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None, carry_state=True)
 # 1.4523 against 1.4697 at those 2,129 steps; at one core's 1,366, 1.4734 against 1.4808, and with another
 # seed 1.4749 against 1.4777 (0.2 and 0.3 did worse: 1.4824, 1.4887). Then the GRU's first layer projected
 # from a per-id table and its recurrent weights packed once a sequence: in real time 2,051 steps and 1.4505
-# in 300 s on two threads, 1,431 steps and 1.4674 on one core.
+# in 300 s on two threads, 1,431 steps and 1.4674 on one core; with the GRU 256 unpacked again (for memory),
+# 2,000 steps and 1.4548, one core 1,295 and 1.4793.
 AVX2_CPU_CHANGES: dict = dict(precision="fp32", arch="gru", carry_state=True,
                               weight_decay=0.1)   # and a thread a physical core
 ONE_CORE_AVX2_CPU_CHANGES: dict = dict(AVX2_CPU_CHANGES, cpu_threads=1)
