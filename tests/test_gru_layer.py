@@ -61,18 +61,12 @@ def test_the_gru_from_ids_equals_nn_gru_on_the_embedded_rows(native, vocab, dtyp
     rnn = nn.GRU(7, 9, 2, batch_first=True).to(dtype)
     embedding = torch.randn(vocab, 7, dtype=dtype, requires_grad=True)
     ids = torch.tensor([[0, 4, 4], [1, 0, 3]])            # ids repeat: the table's gradient sums them
-    h0 = torch.randn(2, 2, 9, dtype=dtype)
+    h0 = torch.randn(2, 2, 9, dtype=dtype, requires_grad=True)
     out_weight, last_weight = torch.randn(2, 3, 9, dtype=dtype), torch.randn(2, 2, 9, dtype=dtype)
-    inputs = [embedding] + list(rnn.parameters())
-
-    def outputs_and_grads(run):
-        out, last = run()
-        loss = (out * out_weight).sum() + (last * last_weight).sum()
-        return [out, last] + list(torch.autograd.grad(loss, inputs))
-
-    want = outputs_and_grads(lambda: rnn(embedding[ids], h0))
-    have = outputs_and_grads(lambda: gru_layer.gru_from_ids(rnn, embedding, ids, h0))
-    for expected, got in zip(want, have):
+    want = outputs_and_grads(rnn, lambda table, h0: rnn(table[ids], h0), embedding, h0, out_weight, last_weight)
+    have = outputs_and_grads(rnn, lambda table, h0: gru_layer.gru_from_ids(rnn, table, ids, h0), embedding, h0,
+                             out_weight, last_weight)
+    for expected, got in zip(want[:2] + want[2], have[:2] + have[2]):
         torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
 
 
