@@ -20,15 +20,8 @@ def outputs_and_grads(rnn: nn.GRU, run, x: torch.Tensor, h0, out_weight: torch.T
     return out, last, torch.autograd.grad(loss, inputs)
 
 
-# 37: a width no vector length divides; T=1 and B=1: the loop's edges; 3 layers: a middle one
-# 1024: large enough that its recurrent weights are packed (where torch has MKL)
-@pytest.mark.parametrize("batch, steps, inputs, hidden, layers", [(4, 7, 5, 6, 2), (3, 1, 4, 37, 3),
-                                                                  (1, 9, 8, 8, 1), (2, 5, 16, 33, 2),
-                                                                  (3, 4, 8, 1024, 1)])
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
-@pytest.mark.parametrize("with_state", [True, False])
-def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, layers, dtype, tolerance,
-                                        with_state):
+def check_equals_nn_gru(batch: int, steps: int, inputs: int, hidden: int, layers: int, dtype: torch.dtype,
+                        tolerance: float, with_state: bool) -> None:
     torch.manual_seed(0)
     rnn = nn.GRU(inputs, hidden, layers, batch_first=True).to(dtype)
     x = torch.randn(batch, steps, inputs, dtype=dtype, requires_grad=True)
@@ -40,6 +33,31 @@ def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, la
     for want, have in zip(expected[:2] + expected[2], got[:2] + got[2]):
         assert want.shape == have.shape
         torch.testing.assert_close(have, want, atol=tolerance, rtol=tolerance)
+
+
+# 37: a width no vector length divides; T=1 and B=1: the loop's edges; 3 layers: a middle one
+# 1024: large enough that its recurrent weights are packed (where torch has MKL)
+@pytest.mark.parametrize("batch, steps, inputs, hidden, layers", [(4, 7, 5, 6, 2), (3, 1, 4, 37, 3),
+                                                                  (1, 9, 8, 8, 1), (2, 5, 16, 33, 2),
+                                                                  (3, 4, 8, 1024, 1)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, layers, dtype, tolerance,
+                                        with_state):
+    check_equals_nn_gru(batch, steps, inputs, hidden, layers, dtype, tolerance, with_state)
+
+
+# Enough rows that the gate passes split them between two threads: 9 of width 1024 (4 rows a task), and
+# 130 of width 37 (110 a task: two unequal shares of a width no vector length divides)
+@pytest.mark.parametrize("batch, hidden, layers", [(9, 1024, 1), (130, 37, 2)])
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_the_gate_passes_split_between_threads_equal_nn_gru(native, batch, hidden, layers, dtype, tolerance):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        check_equals_nn_gru(batch, 3, 8, hidden, layers, dtype, tolerance, with_state=True)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_a_loss_on_the_last_state_alone_reaches_every_weight(native):

@@ -43,7 +43,10 @@ CHUNK = 32               # tokens per call into the loop: about 5 ms of a 2x256 
 BUILD_TIMEOUT_S = 300
 # -O3: the GRU training loop's gate passes and the sampler's cells are plain loops for the compiler to
 # vectorize; -ffp-contract=off: no product and sum fused into one rounding, so they round as ATen's ops
-FLAGS = ("-O3", "-ffp-contract=off", "-std=c++20", "-shared", "-fPIC", "-w")
+# -fopenmp where torch runs its threads with OpenMP: the GRU loop's gate passes split the batch between
+# them (at::parallel_for); the library then uses torch's own OpenMP runtime, which it loads first
+FLAGS = ("-O3", "-ffp-contract=off", "-std=c++20", "-shared", "-fPIC", "-w",
+         *(("-fopenmp",) if torch.backends.openmp.is_available() else ()))
 
 _lock = threading.Lock()
 _loaded: Optional[bool] = None        # None: not tried in this process; True/False: the outcome
