@@ -61,8 +61,11 @@ def test_proposals_evaluate_often_enough_and_stop_a_short_text_early(chars):
     proposal = propose_settings(chars, "cpu")
     values = proposal.settings
     steps = proposal.steps_per_s * 60 * values["max_minutes"]   # the rate measured for this CPU type
-    assert steps / values["eval_every"] >= 12                 # a curve with at least 12 points
-    assert values["eval_every"] >= 10
+    evaluations = steps / values["eval_every"]
+    assert evaluations >= 3.9 and values["eval_every"] >= 10    # a curve with at least 4 points
+    val_steps = 0.1 * chars / (values["batch_size"] * values["seq_len"])
+    share = evaluations * defaults.EVAL_STEPS_PER_STEP_TOKENS * val_steps / steps
+    assert evaluations >= 11.5 or share <= 1.1 * defaults.EVAL_SHARE  # 12 unless they would cost too much
     epoch_steps = 0.9 * chars / (values["batch_size"] * values["seq_len"])
     assert proposal.epochs == pytest.approx(steps / epoch_steps)
     if chars < defaults.SHORT_TEXT_CHARS:
@@ -71,6 +74,18 @@ def test_proposals_evaluate_often_enough_and_stop_a_short_text_early(chars):
     elif chars >= defaults.MEDIUM_TEXT_CHARS:
         assert not values.get("patience") and values["preset"] == defaults.CPU_DEFAULTS["preset"]
     assert any("evaluation every" in reason for reason in proposal.reasons)
+
+
+@pytest.mark.parametrize("budget, epoch, val, every", [
+    (1380, 439, 54.5, 340),    # tiny Shakespeare on one AVX2 core: 12 evaluations would be 23% of it, 4 are 8%
+    (2130, 439, 54.5, 340),    # on two cores: 6.25 evaluations fit in 8%
+    (8100, 439, 54.5, 680),    # on AMX: 12 fit in 3%
+    (1700, 40, 5.5, 80),       # a short text: every two epochs, more than 12
+    (1380, 4390, 545.0, 340),  # a long one: 4, although they take more than 8%
+    (5, 1, 0.1, 10),           # never more often than every 10 steps
+])
+def test_evaluations_take_a_small_share_of_the_budget_but_draw_a_curve(budget, epoch, val, every):
+    assert defaults.cpu_eval_every(budget, epoch, val) == every
 
 
 def test_a_proposal_is_valid_settings():

@@ -50,8 +50,10 @@ AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None, carry_state=True)
 # from a per-id table and its recurrent weights packed once a sequence: in real time 2,051 steps and 1.4505
 # in 300 s on two threads, 1,431 steps and 1.4674 on one core; with the GRU 256 unpacked again (for memory),
 # 2,000 steps and 1.4548, one core 1,295 and 1.4793.
+# An evaluation every 400 steps, not 250: one of tiny Shakespeare's validation split costs about 27 of
+# these steps (EVAL_STEPS_PER_STEP_TOKENS), so 250 gave 5-8 of them, 10% of a 5-minute run's steps.
 AVX2_CPU_CHANGES: dict = dict(precision="fp32", arch="gru", carry_state=True,
-                              weight_decay=0.1)   # and a thread a physical core
+                              weight_decay=0.1, eval_every=400)   # and a thread a physical core
 ONE_CORE_AVX2_CPU_CHANGES: dict = dict(AVX2_CPU_CHANGES, cpu_threads=1)
 
 # Chosen on an NVIDIA H100 by `python benchmarks/bench_quality.py --candidates --gpu-only` (15 candidates,
@@ -159,6 +161,24 @@ def cpu_steps_per_s(values: dict) -> float:
     return AMX_SMALL_STEPS_PER_S if cpu_has_amx() else CPU_STEPS_PER_S["small"]
 
 
+# An evaluation is a forward pass over the validation split, without a backward: it costs about half the
+# steps that hold as many tokens (the GRU 256x2 on tiny Shakespeare, held to AVX2: 25-27 steps of 2,048
+# tokens for its 111,540, on one thread and on two). On a slow CPU a long text's evaluations would take a
+# large share of the budget: 12 of them were 23% of one core's 5 minutes.
+EVAL_STEPS_PER_STEP_TOKENS = 0.5
+EVAL_SHARE = 0.08              # the share of the budget the evaluations may take (each curve keeps 4 points)
+
+
+def cpu_eval_every(budget_steps: float, epoch_steps: float, val_steps: float) -> int:
+    """Steps between evaluations on the CPU: at least every two epochs, and 12 evaluations in the budget (a
+    curve to read) unless they would take more than ``EVAL_SHARE`` of it, then fewer but at least 4; never
+    more often than every 10 steps. ``val_steps``: the validation split's tokens over a step's."""
+    eval_cost = EVAL_STEPS_PER_STEP_TOKENS * val_steps
+    evaluations = min(12.0, max(4.0, EVAL_SHARE * budget_steps / max(eval_cost, 1e-9)))
+    every = min(2 * epoch_steps, budget_steps / evaluations)
+    return int(max(10, round(every, -1)))
+
+
 def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
     """Settings that suit a corpus of ``corpus_chars`` characters on ``device``, with a reason for each
     choice: a short text gets a tiny, strongly regularised model, small batches, frequent evaluations
@@ -186,12 +206,11 @@ def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
     rate = GPU_STEPS_PER_S if on_gpu else cpu_steps_per_s(values)
     budget_steps = rate * 60 * values["max_minutes"]
     if not on_gpu:
-        # every two epochs, but at least 12 evaluations in the budget (a curve to read; each costs a pass over
-        # the validation text), and never more often than every 10 steps
-        every = min(2 * epoch_steps, budget_steps / 12, values["eval_every"])
-        values["eval_every"] = int(max(10, round(every, -1)))
+        values["eval_every"] = cpu_eval_every(budget_steps, epoch_steps, chars * 0.1 / tokens_per_step)
     if values.get("patience"):
         reasons.append(f"early stopping after {values['patience']} evaluations without a better validation loss")
+    eval_steps = EVAL_STEPS_PER_STEP_TOKENS * chars * 0.1 / tokens_per_step
+    cost = "" if on_gpu else f"; each costs about {eval_steps:,.0f} steps" if eval_steps >= 1 else "; each under a step"
     reasons.append(f"an evaluation every {values['eval_every']} steps ({values['eval_every'] / epoch_steps:.2g} "
-                   "epochs of this text)")
+                   f"epochs of this text{cost})")
     return Proposal(values, reasons, budget_steps / epoch_steps, rate)
