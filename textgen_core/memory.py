@@ -57,10 +57,9 @@ def count_parameters(config: ModelConfig) -> int:
 # Measured on the CPU in fp32 (tests/test_memory.py compares every preset with a real step), rounded
 # up a little. Peaks come in two phases. In forward + backward: weights, the previous step's gradients
 # (freed only after the forward pass) and the AdamW moments, 16 bytes a parameter, plus every saved
-# activation, the logits and the gradients of the softmax. In the optimizer step: 16 bytes a parameter
-# plus the CPU AdamW's three temporaries the size of the largest parameter (sqrt, division and the
-# previous parameter's denominator; a fused GPU AdamW has none, but bf16 autocast there keeps bf16
-# copies of the weights, 2 bytes a parameter, through backward).
+# activation, the logits and the gradients of the softmax. In the optimizer step: 16 bytes a parameter;
+# the fused AdamW (CPU and GPU) makes no temporaries, but bf16 autocast on a GPU keeps bf16 copies of the
+# weights, 2 bytes a parameter, through backward.
 SLACK_BYTES_PER_PARAMETER = 1       # allocator rounding and the odd small tensor
 ACTIVATION_SLACK = 1.05
 
@@ -115,7 +114,7 @@ def training_memory_bytes(config: ModelConfig, batch: int, seq_len: int) -> tupl
     """(parameters, bytes one training step needs at its peak; see ``step_floats``)."""
     sizes = parameter_sizes(config)
     parameters = sum(sizes)
-    fixed = (16 + SLACK_BYTES_PER_PARAMETER) * parameters + max(12 * max(sizes), 2 * parameters)
+    fixed = (16 + SLACK_BYTES_PER_PARAMETER + 2) * parameters
     return parameters, int(fixed + 4 * step_floats(config, batch, seq_len))
 
 
