@@ -64,7 +64,7 @@ def test_proposals_evaluate_often_enough_and_stop_a_short_text_early(chars):
     evaluations = steps / values["eval_every"]
     assert evaluations >= 3.9 and values["eval_every"] >= 10    # a curve with at least 4 points
     val_steps = 0.1 * chars / (values["batch_size"] * values["seq_len"])
-    share = evaluations * defaults.EVAL_STEPS_PER_STEP_TOKENS * val_steps / steps
+    share = evaluations * defaults.eval_cost_steps(val_steps) / steps
     assert evaluations >= 11.5 or share <= 1.1 * defaults.EVAL_SHARE  # 12 unless they would cost too much
     epoch_steps = 0.9 * chars / (values["batch_size"] * values["seq_len"])
     assert proposal.epochs == pytest.approx(steps / epoch_steps)

@@ -169,12 +169,16 @@ EVAL_STEPS_PER_STEP_TOKENS = 0.5
 EVAL_SHARE = 0.08              # the share of the budget the evaluations may take (each curve keeps 4 points)
 
 
+def eval_cost_steps(val_steps: float) -> float:
+    """What one evaluation costs, in training steps, for a validation split of ``val_steps`` steps' tokens."""
+    return EVAL_STEPS_PER_STEP_TOKENS * val_steps
+
+
 def cpu_eval_every(budget_steps: float, epoch_steps: float, val_steps: float) -> int:
     """Steps between evaluations on the CPU: at least every two epochs, and 12 evaluations in the budget (a
     curve to read) unless they would take more than ``EVAL_SHARE`` of it, then fewer but at least 4; never
     more often than every 10 steps. ``val_steps``: the validation split's tokens over a step's."""
-    eval_cost = EVAL_STEPS_PER_STEP_TOKENS * val_steps
-    evaluations = min(12.0, max(4.0, EVAL_SHARE * budget_steps / max(eval_cost, 1e-9)))
+    evaluations = min(12.0, max(4.0, EVAL_SHARE * budget_steps / max(eval_cost_steps(val_steps), 1e-9)))
     every = min(2 * epoch_steps, budget_steps / evaluations)
     return int(max(10, round(every, -1)))
 
@@ -205,12 +209,14 @@ def propose_settings(corpus_chars: int, device: str = "auto") -> Proposal:
     epoch_steps = max(1.0, train_chars / tokens_per_step)
     rate = GPU_STEPS_PER_S if on_gpu else cpu_steps_per_s(values)
     budget_steps = rate * 60 * values["max_minutes"]
+    cost = ""
     if not on_gpu:
-        values["eval_every"] = cpu_eval_every(budget_steps, epoch_steps, chars * 0.1 / tokens_per_step)
+        val_steps = chars * 0.1 / tokens_per_step
+        values["eval_every"] = cpu_eval_every(budget_steps, epoch_steps, val_steps)
+        eval_steps = eval_cost_steps(val_steps)
+        cost = f"; each costs about {eval_steps:,.0f} steps" if eval_steps >= 1 else "; each under a step"
     if values.get("patience"):
         reasons.append(f"early stopping after {values['patience']} evaluations without a better validation loss")
-    eval_steps = EVAL_STEPS_PER_STEP_TOKENS * chars * 0.1 / tokens_per_step
-    cost = "" if on_gpu else f"; each costs about {eval_steps:,.0f} steps" if eval_steps >= 1 else "; each under a step"
     reasons.append(f"an evaluation every {values['eval_every']} steps ({values['eval_every'] / epoch_steps:.2g} "
                    f"epochs of this text{cost})")
     return Proposal(values, reasons, budget_steps / epoch_steps, rate)

@@ -112,8 +112,7 @@ def eval_floats(config: ModelConfig, streams: int, seq_len: int) -> float:
 
 def training_memory_bytes(config: ModelConfig, batch: int, seq_len: int) -> tuple[int, int]:
     """(parameters, bytes one training step needs at its peak; see ``step_floats``)."""
-    sizes = parameter_sizes(config)
-    parameters = sum(sizes)
+    parameters = count_parameters(config)
     fixed = (16 + SLACK_BYTES_PER_PARAMETER + 2) * parameters
     return parameters, int(fixed + 4 * step_floats(config, batch, seq_len))
 
