@@ -112,10 +112,10 @@ def main() -> None:
             "scoring": lambda: timed(lambda: surprise.score_ids(bundle.model, ids, surprise.TOP_K)),
             "heat map": lambda: timed(lambda: surprisal_html(result))}
     seconds = interleave(runs, repeats)
-    streams, segment = surprise.stream_layout(len(ids) - 1, surprise.warmup_tokens(bundle.model))
+    streams, segment = surprise.stream_layout(len(ids) - 1, surprise.stream_warmup(bundle.model))
     rows = [[name, median(values), min(values), len(text) / median(values)] for name, values in seconds.items()]
     print(f"\n{len(text):,} characters, LSTM 256x2, {streams} streams of {segment:,} tokens "
-          f"(+{surprise.warmup_tokens(bundle.model):,} warm-up), {repeats} interleaved repeats\n")
+          f"(+{surprise.stream_warmup(bundle.model):,} warm-up), {repeats} interleaved repeats\n")
     print(table(["variant", "median s", "best s", "chars/s (median)"], rows))
     ratio = median(seconds["one stream"]) / median(seconds["project"])
     threads = median(seconds["two threads"]) / median(seconds["project"])

@@ -77,8 +77,8 @@ def test_proposals_evaluate_often_enough_and_stop_a_short_text_early(chars):
 
 
 @pytest.mark.parametrize("budget, epoch, val, every", [
-    (1380, 439, 54.5, 340),    # tiny Shakespeare on one AVX2 core: 12 evaluations would be 23% of it, 4 are 8%
-    (2130, 439, 54.5, 340),    # on two cores: 6.25 evaluations fit in 8%
+    (1380, 439, 54.5, 270),    # tiny Shakespeare on one AVX2 core: 12 evaluations would be 19% of it, 5 are 8%
+    (2130, 439, 54.5, 270),    # on two cores: 7.8 evaluations fit in 8%, at the same interval
     (8100, 439, 54.5, 680),    # on AMX: 12 fit in 3%
     (1700, 40, 5.5, 80),       # a short text: every two epochs, more than 12
     (1380, 4390, 545.0, 340),  # a long one: 4, although they take more than 8%

@@ -130,7 +130,7 @@ def test_a_long_text_read_in_parallel_streams_matches_one_stream(arch, monkeypat
     monkeypatch.setattr(surprise_module, "read", lambda *a, **k: (reads.append(a[1].shape), read(*a, **k))[1])
     streamed = surprisal(bundle, text)
     assert len(reads) == 2 and reads[0][0] > 1   # warm-ups and the rest, all streams at once: none read again
-    assert surprise_module.stream_layout(len(text) - 1, surprise_module.warmup_tokens(bundle.model))[0] > 1
+    assert surprise_module.stream_layout(len(text) - 1, surprise_module.stream_warmup(bundle.model))[0] > 1
     monkeypatch.setattr(surprise_module, "SINGLE_STREAM_TOKENS", 10**9)
     single = surprisal(bundle, text)
     assert torch.allclose(streamed.nats[1:], single.nats[1:], atol=1e-4)

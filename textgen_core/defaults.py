@@ -50,8 +50,9 @@ AMX_CPU_CHANGES: dict = dict(dropout=0.1, cpu_threads=None, carry_state=True)
 # from a per-id table and its recurrent weights packed once a sequence: in real time 2,051 steps and 1.4505
 # in 300 s on two threads, 1,431 steps and 1.4674 on one core; with the GRU 256 unpacked again (for memory),
 # 2,000 steps and 1.4548, one core 1,295 and 1.4793.
-# An evaluation every 400 steps, not 250: one of tiny Shakespeare's validation split costs about 27 of
-# these steps (EVAL_STEPS_PER_STEP_TOKENS), so 250 gave 5-8 of them, 10% of a 5-minute run's steps.
+# An evaluation every 400 steps, not 250: one of tiny Shakespeare's validation split cost about 27 of
+# these steps, so 250 gave 5-8 of them, 10% of a 5-minute run's steps (read in warmed-up streams it now
+# costs 20-23: EVAL_STEPS_PER_STEP_TOKENS).
 AVX2_CPU_CHANGES: dict = dict(precision="fp32", arch="gru", carry_state=True,
                               weight_decay=0.1, eval_every=400)   # and a thread a physical core
 ONE_CORE_AVX2_CPU_CHANGES: dict = dict(AVX2_CPU_CHANGES, cpu_threads=1)
@@ -161,11 +162,12 @@ def cpu_steps_per_s(values: dict) -> float:
     return AMX_SMALL_STEPS_PER_S if cpu_has_amx() else CPU_STEPS_PER_S["small"]
 
 
-# An evaluation is a forward pass over the validation split, without a backward: it costs about half the
-# steps that hold as many tokens (the GRU 256x2 on tiny Shakespeare, held to AVX2: 25-27 steps of 2,048
-# tokens for its 111,540, on one thread and on two). On a slow CPU a long text's evaluations would take a
-# large share of the budget: 12 of them were 23% of one core's 5 minutes.
-EVAL_STEPS_PER_STEP_TOKENS = 0.5
+# An evaluation is a forward pass over the validation split, without a backward: it costs about 0.4 of the
+# steps that hold as many tokens (the GRU 256x2 on tiny Shakespeare, held to AVX2, in 64 warmed-up streams:
+# 20-23 steps of 2,048 tokens for its 111,540, on one thread and on two; 25-30 in 13 cold streams before).
+# On a slow CPU a long text's evaluations would take a large share of the budget: 12 of them were 23% of
+# one core's 5 minutes.
+EVAL_STEPS_PER_STEP_TOKENS = 0.4
 EVAL_SHARE = 0.08              # the share of the budget the evaluations may take (each curve keeps 4 points)
 
 

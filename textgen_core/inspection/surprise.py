@@ -9,7 +9,7 @@ model has read nothing yet, and ``evaluate`` does not score it either.
 
 The text is read once, chunk by chunk with the state carried, so memory stays bounded. Texts over
 SINGLE_STREAM_TOKENS are read as parallel streams (a batch of streams is two to three times as fast as
-one long sequence on a 2-core CPU: BENCHMARKS.md). Each stream starts ``warmup_tokens`` early and
+one long sequence on a 2-core CPU: BENCHMARKS.md). Each stream starts ``stream_warmup`` tokens early and
 scores only after that; its state there is then compared with the state the stream before it ends
 with at the same position. For a CNN or attention model the warm-up covers the whole receptive field,
 so the two agree by construction. A GRU or LSTM reads RNN_WARMUP_TOKENS, after which a model that
@@ -27,8 +27,9 @@ from typing import Any, Optional, cast
 import torch
 import torch.nn.functional as F
 
-from ..data import encode_ids
+from ..data import encode_ids, stream_positions
 from ..errors import ConfigError
+from ..evaluation import warmup_tokens
 from ..hub import Bundle
 from ..memory import eval_floats
 from ..models import LanguageModel
@@ -160,10 +161,9 @@ def surprisal(bundle: Bundle, text: str, k: int = TOP_K) -> Surprisal:
     return Surprisal(shown, ids, bounds, nats, top_ids, top_probs, bundle.tokenizer, bundle.name)
 
 
-def warmup_tokens(model: LanguageModel) -> int:
-    """Tokens a stream reads before it scores: the receptive field (exact) or RNN_WARMUP_TOKENS."""
-    window = getattr(model, "receptive_field", None)
-    return window - 1 if isinstance(window, int) and window > 0 else RNN_WARMUP_TOKENS
+def stream_warmup(model: LanguageModel) -> int:
+    """Tokens a stream reads before it scores: ``warmup_tokens`` with RNN_WARMUP_TOKENS for a GRU or LSTM."""
+    return warmup_tokens(model, RNN_WARMUP_TOKENS)
 
 
 def stream_layout(predictions: int, warmup: int) -> tuple[int, int]:
@@ -265,14 +265,11 @@ def score_ids(model: LanguageModel, ids: torch.Tensor, k: int) -> tuple[torch.Te
     """
     device = model.device
     predictions = len(ids) - 1
-    warmup = warmup_tokens(model)
+    warmup = stream_warmup(model)
     streams, segment = stream_layout(predictions, warmup)
     warmup = warmup if streams > 1 else 0
-    width = segment + warmup                                             # inputs each stream reads
-    index = torch.arange(streams)[:, None] * segment + torch.arange(width)  # (S, width) input positions
-    valid = index < predictions                                          # the last stream runs past the end
-    index = index.clamp(max=predictions - 1)
-    inputs, targets = ids[index].to(device), ids[index + 1].to(device)  # (S, width) each
+    index, scored = stream_positions(predictions, streams, warmup)       # (S, segment + warmup) each
+    inputs, targets = ids[index].to(device), ids[index + 1].to(device)
     chunk = chunk_tokens(model, streams)
     was_training = model.training
     model.eval()
@@ -296,8 +293,6 @@ def score_ids(model: LanguageModel, ids: torch.Tensor, k: int) -> tuple[torch.Te
                     previous = state_row(ends, dims, b)
     finally:
         model.train(was_training)
-    scored = valid.clone()
-    scored[1:, :warmup] = False                                          # a later stream's warm-up
     order = index[scored]                                                # positions, each once, ascending
     assert torch.equal(order, torch.arange(predictions)), "stream layout must tile the text"
     return nats[scored], top_ids[scored], top_probs[scored]
