@@ -266,7 +266,7 @@ def score_ids(model: LanguageModel, ids: torch.Tensor, k: int) -> tuple[torch.Te
     device = model.device
     predictions = len(ids) - 1
     warmup = stream_warmup(model)
-    streams, segment = stream_layout(predictions, warmup)
+    streams = stream_layout(predictions, warmup)[0]
     warmup = warmup if streams > 1 else 0
     index, scored = stream_positions(predictions, streams, warmup)       # (S, segment + warmup) each
     inputs, targets = ids[index].to(device), ids[index + 1].to(device)
