@@ -162,3 +162,28 @@ def test_the_compiled_loop_steps_aside_where_it_cannot_run(native, monkeypatch, 
         monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
     assert gru_layer.usable(nn.GRU(4, 6, 1, batch_first=True), x) == (case not in ("no library", "trace"))
     assert not gru_layer.usable(rnn, x)
+
+
+def test_kept_buffers_are_reused_only_once_no_tensor_uses_them(native):
+    """The loops keep their large buffers (1 MB and up) between calls. Two forwards before either backward
+    (gradient accumulation) must each get their own, and both backwards must match nn.GRU's."""
+    torch.manual_seed(5)
+    rnn = nn.GRU(8, 512, 1, batch_first=True)
+    xs = [torch.randn(16, 40, 8) for _ in range(2)]        # ns alone (40, 16, 512) is 1.3 MB
+    gru_layer.release_buffers()
+    outs = [gru_layer.gru(rnn, x, None)[0] for x in xs]      # the first's buffers still saved for backward
+    assert outs[0].data_ptr() != outs[1].data_ptr()
+    sum(out.square().sum() for out in outs).backward()
+    have = [p.grad.clone() for p in rnn.parameters()]
+    rnn.zero_grad()
+    sum(rnn(x)[0].square().sum() for x in xs).backward()
+    for expected, got in zip([p.grad for p in rnn.parameters()], have):
+        torch.testing.assert_close(got, expected, atol=2e-4, rtol=2e-4)
+
+    first = outs[0].data_ptr()
+    del outs
+    again = gru_layer.gru(rnn, xs[0], None)[0]
+    assert again.data_ptr() == first                         # the memory of a finished step, used again
+    del again
+    assert gru_layer.release_buffers() > 0
+    assert gru_layer.release_buffers() == 0                  # nothing left to free

@@ -279,3 +279,16 @@ def test_cpu_threads_apply_to_the_run_only(small_text):
 def test_cpu_threads_are_checked():
     with pytest.raises(ConfigError, match="cpu threads must be a whole number"):
         TrainConfig(cpu_threads=0).validated()
+
+
+
+def test_a_finished_run_frees_the_gru_loops_kept_buffers(small_text, native):
+    """The compiled GRU keeps its large buffers from step to step (1 MB and up: a 512-wide GRU at batch
+    16 x 48 here, a held buffer fails the last line); once fit returns, none is left held."""
+    from textgen_core import gru_layer
+    tokenizer, split = char_split(small_text * 20, seq_len=48)
+    model = build_model(ModelConfig.from_preset("gru", "tiny", tokenizer.vocab_size, hidden=512, embedding=16))
+    config = TrainConfig(batch_size=16, seq_len=48, max_steps=3, eval_every=3, log_every=1, device="cpu", seed=3)
+    gru_layer.release_buffers()
+    Trainer(model, split, config).fit()
+    assert gru_layer.release_buffers() == 0

@@ -45,6 +45,15 @@ class _GruLoop(torch.autograd.Function):
         return d_gi, d_h0 if need[1] else None, d_w_hh, d_gh.sum(0) if need[3] else None
 
 
+def release_buffers() -> int:
+    """Frees the large buffers the time loops keep between calls (their saved states and gates, their
+    gate gradients) that no tensor uses any more; returns the bytes freed (0 without the library).
+    The trainer calls it when a run ends, so a finished run does not hold a step's worth of memory."""
+    if not native_step.available(build_in_background=False):
+        return 0
+    return int(torch.ops.textgen_native.gru_release_buffers())
+
+
 def _input_projection(seq: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor) -> torch.Tensor:
     """seq (T, B, I) -> every step's input part of the gates at once, (T, B, 3H) = seq @ W_ih^T + b_ih."""
     steps, batch, _ = seq.shape

@@ -16,7 +16,7 @@ from typing import Optional, cast
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, gru_layer
 from .data import StreamWindows, TokenSplit, random_windows
 from .devices import resolve_precision
 from .distributed import Distributed, is_peer_failure, note_failure, take_failure_note
@@ -284,14 +284,16 @@ class Trainer:
     def fit(self, stop_event: Optional[threading.Event] = None) -> History:
         """Train until a budget, early stopping, divergence, out of memory or ``stop_event`` ends it."""
         threads = self.config.cpu_threads if self.device.type == "cpu" else None
-        if not threads:
-            return self._fit(stop_event)
         before = torch.get_num_threads()
-        torch.set_num_threads(threads)  # this thread's and new threads' setting; set back at the end
+        if threads:
+            torch.set_num_threads(threads)  # this thread's and new threads' setting; set back at the end
         try:
             return self._fit(stop_event)
         finally:
-            torch.set_num_threads(before)
+            if threads:
+                torch.set_num_threads(before)
+            if self.device.type == "cpu":
+                gru_layer.release_buffers()   # the GRU loop's buffers, kept from step to step
 
     def _fit(self, stop_event: Optional[threading.Event]) -> History:
         if self.step_model is None:
