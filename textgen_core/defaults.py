@@ -146,6 +146,7 @@ AMX_SMALL_STEPS_PER_S = 27.0
 # AVX2 on the slower hosts of a 2-core Xeon type, evaluations included: 2,129 steps in 300 s on two cores
 # and 1,366 on one (taskset -c 0); a later, slower hour of that host type made 1,780 and 1,077. Before the
 # loop, the faster host of the type ran 10.7 and 7.2 steps a second through nn.GRU.
+# On the AVX2-only 2-core AMD EPYC itself: 2,282 and 1,519 steps in 304 s (7.5 and 5.0 a second).
 NO_BF16_SMALL_STEPS_PER_S = {"cores": 7.1, "one core": 4.6}
 GPU_STEPS_PER_S = 29.0         # the GPU defaults on an H100: 1,731 steps in their minute (BENCHMARKS.md)
 SHORT_TEXT_CHARS = 50_000      # below: a tiny model, small batches, strong regularisation
