@@ -281,7 +281,6 @@ def test_cpu_threads_are_checked():
         TrainConfig(cpu_threads=0).validated()
 
 
-
 def test_a_finished_run_frees_the_gru_loops_kept_buffers(small_text, native):
     """The compiled GRU keeps its large buffers from step to step (1 MB and up: a 512-wide GRU at batch
     16 x 48 here, a held buffer fails the last line); once fit returns, none is left held."""

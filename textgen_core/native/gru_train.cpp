@@ -85,16 +85,15 @@ struct StepProduct {
 // The loops' large buffers (the saved states and gates, the gate gradients: about 290 MB a step for a
 // GRU 1024 at batch 64 x 100), kept between calls. glibc hands allocations this large back to the kernel
 // when they are freed, so fresh ones cost a page fault and a zeroed page every 4 KB at every step: on a
-// 2-core AVX2 EPYC that was about 60,000 faults a step of that GRU. A buffer is reused only when no tensor
-// uses it any more: the cache's own reference is the only one to it and to its memory (a view or a tensor
-// autograd saved for a backward still to come holds another). Buffers unused for kStaleRequests requests
+// 2-core AVX2 EPYC that was about 60,000 faults a step of that GRU. A buffer is reused only when nothing
+// but the cache's own tensor holds its memory (an alias handed out, a view of one, or a tensor autograd
+// saved for a backward still to come holds it too). Buffers unused for kStaleRequests requests
 // go at the next miss, and release_buffers() drops every unused one (the trainer calls it when it ends).
 class BufferCache {
  public:
   at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-    int64_t numel = 1;
-    for (const int64_t size : sizes) numel *= size;
-    if (numel * static_cast<int64_t>(options.dtype().itemsize()) < kMinBytes) return at::empty(sizes, options);
+    const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(options.dtype().itemsize());
+    if (bytes < kMinBytes) return at::empty(sizes, options);
     std::lock_guard<std::mutex> lock(mutex_);
     ++requests_;
     for (Entry& entry : entries_) {
