@@ -99,8 +99,24 @@ def test_gru_layer(capsys):
     result = run_quick("bench_gru_layer.py", capsys=capsys)
     assert result["benchmark"] == "gru_layer"
     (row,) = result["results"]
-    assert set(row["step_ms"]) == {"compiled GRU", "nn.GRU", "LSTM (oneDNN)"}
+    from textgen_core.devices import cpu_prefers_avx2_products
+
+    blas_side = {"compiled GRU, BLAS products"} if cpu_prefers_avx2_products() else set()
+    assert set(row["step_ms"]) == {"compiled GRU", "nn.GRU", "LSTM (oneDNN)"} | blas_side
     assert all(ms > 0 for ms in row["step_ms"].values())
+
+
+def test_gru_loops(capsys):
+    """The compiled loops alone, forward and backward, with the AVX2 and the BLAS products."""
+    from textgen_core import native_step
+
+    if native_step.compiler() is None:
+        pytest.skip("no C++ compiler: the compiled GRU loop cannot be built")
+    result = run_quick("bench_gru_layer.py", "--loops", capsys=capsys)
+    assert result["benchmark"] == "gru_loops"
+    (row,) = result["results"]
+    assert set(row["best_ms"]) == {f"{part} {kind}" for part in ("forward", "backward") for kind in ("avx2", "blas")}
+    assert all(ms > 0 for ms in row["best_ms"].values())
 
 
 def test_pretrained_loading(capsys):

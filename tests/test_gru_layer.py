@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from textgen_core import gru_layer, native_step
+from textgen_core import devices, gru_layer, native_step
 from textgen_core.models import build_model
 from textgen_core.models.config import ModelConfig
 
@@ -35,15 +35,28 @@ def check_equals_nn_gru(batch: int, steps: int, inputs: int, hidden: int, layers
         torch.testing.assert_close(have, want, atol=tolerance, rtol=tolerance)
 
 
+HAS_AVX2 = {"avx2", "fma"} <= set(devices.cpu_flags())
+
+
+@pytest.fixture(params=["avx2", "blas"])
+def step_products(request, monkeypatch):
+    """The loops' step products by the AVX2 kernels (where the CPU has AVX2 and FMA), then by torch's BLAS."""
+    if request.param == "avx2" and not HAS_AVX2:
+        pytest.skip("the CPU lacks AVX2 or FMA")
+    monkeypatch.setattr(gru_layer, "cpu_prefers_avx2_products", lambda: request.param == "avx2")
+    return request.param
+
+
 # 37: a width no vector length divides; T=1 and B=1: the loop's edges; 3 layers: a middle one
-# 1024: large enough that its recurrent weights are packed (where torch has MKL)
+# 1024: large enough that its recurrent weights are packed (where torch has MKL); 300 with 13 rows:
+# products longer than the AVX2 kernels' blocks of 256 rows, and rows past their tiles of 6
 @pytest.mark.parametrize("batch, steps, inputs, hidden, layers", [(4, 7, 5, 6, 2), (3, 1, 4, 37, 3),
                                                                   (1, 9, 8, 8, 1), (2, 5, 16, 33, 2),
-                                                                  (3, 4, 8, 1024, 1)])
+                                                                  (3, 4, 8, 1024, 1), (13, 3, 8, 300, 1)])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
 @pytest.mark.parametrize("with_state", [True, False])
-def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, layers, dtype, tolerance,
-                                        with_state):
+def test_the_compiled_gru_equals_nn_gru(native, step_products, batch, steps, inputs, hidden, layers, dtype,
+                                        tolerance, with_state):
     check_equals_nn_gru(batch, steps, inputs, hidden, layers, dtype, tolerance, with_state)
 
 
@@ -51,7 +64,8 @@ def test_the_compiled_gru_equals_nn_gru(native, batch, steps, inputs, hidden, la
 # 130 of width 37 (110 a task: two unequal shares of a width no vector length divides)
 @pytest.mark.parametrize("batch, hidden, layers", [(9, 1024, 1), (130, 37, 2)])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
-def test_the_gate_passes_split_between_threads_equal_nn_gru(native, batch, hidden, layers, dtype, tolerance):
+def test_the_gate_passes_split_between_threads_equal_nn_gru(native, step_products, batch, hidden, layers, dtype,
+                                                           tolerance):
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -93,10 +107,39 @@ def test_the_loops_pack_large_recurrent_weights_where_torch_has_mkl(native):
     """Packed, the (64, 1024) x (1024, 3072) products ran 1.25-1.7x as fast: a build that lost them
     would train slower with every test still passing. Small matrices stay unpacked: MKL's buffer
     would be many times their size."""
-    packs = torch.ops.textgen_native.gru_packs_weights
+    product = torch.ops.textgen_native.gru_step_product
     w_hh = torch.randn(3 * 1024, 1024)
-    assert packs(w_hh.t(), 64) and packs(w_hh, 64)        # the forward's (H, 3H) view, the backward's
-    assert not packs(torch.randn(768, 256).t(), 32)
+    assert product(w_hh.t(), 64, False) == product(w_hh, 64, False) == "mkl packed"   # forward's view, backward's
+    assert product(torch.randn(768, 256).t(), 32, False) == "mm"
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="the CPU lacks AVX2 or FMA")
+def test_the_loops_take_the_avx2_products_when_asked(native):
+    product = torch.ops.textgen_native.gru_step_product
+    w_hh = torch.randn(3 * 1024, 1024)
+    assert product(w_hh.t(), 64, True) == product(w_hh, 64, True) == "avx2"
+    assert product(torch.randn(768, 256).t(), 32, True) == "avx2"
+
+
+# each size at and either side of the kernels' edges: 6 rows a tile, 16 columns a panel, 256 rows a block
+@pytest.mark.skipif(not HAS_AVX2, reason="the CPU lacks AVX2 or FMA")
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (5, 7, 3), (6, 256, 16), (7, 257, 17), (13, 255, 15),
+                                     (64, 1024, 3072), (64, 3072, 1024), (12, 600, 40), (3, 0, 5)])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_the_avx2_products_equal_a_float64_product(native, m, k, n, layout):
+    torch.manual_seed(m * 7 + k + n)
+    a = torch.randn(m, k + 3)[:, 1:k + 1]             # rows with a stride past their width
+    b = torch.randn(k, n) if layout == "rows" else torch.randn(n, k).t()   # the backward's w_hh, the forward's view
+    want = (a.double() @ b.double()).float()
+    got = torch.ops.textgen_native.avx2_matmul(a, b)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6 * max(k, 1))
+
+
+def test_the_avx2_products_are_chosen_for_an_avx2_cpu_without_avx512(monkeypatch):
+    for flags, chosen in [(("sse4_2", "avx2", "fma"), True), (("avx2", "fma", "avx512f", "avx512bw"), False),
+                          (("avx2",), False), (("sse4_2",), False)]:
+        monkeypatch.setattr(devices, "usable_cpu_flags", lambda flags=flags: flags)
+        assert devices.cpu_prefers_avx2_products() is chosen, flags
 
 
 def gru_model(dropout: float = 0.0):

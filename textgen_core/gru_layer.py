@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import native_step
+from .devices import cpu_prefers_avx2_products
 
 
 class _GruLoop(torch.autograd.Function):
@@ -30,15 +31,18 @@ class _GruLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gi: torch.Tensor, h0: torch.Tensor, w_hh: torch.Tensor,
                 b_hh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hs, rz, ns, ghn = torch.ops.textgen_native.gru_layer_forward(gi, h0.contiguous(), w_hh.t(), b_hh)
+        avx2 = cpu_prefers_avx2_products()
+        hs, rz, ns, ghn = torch.ops.textgen_native.gru_layer_forward(gi, h0.contiguous(), w_hh.t(), b_hh, avx2)
         ctx.save_for_backward(hs, rz, ns, ghn, w_hh)
+        ctx.avx2 = avx2
         return hs[1:], hs[gi.shape[0]]
 
     @staticmethod
     def backward(ctx: Any, d_out: Optional[torch.Tensor], d_last: Optional[torch.Tensor]):
         hs, rz, ns, ghn, w_hh = ctx.saved_tensors
         steps, batch, hidden = ns.shape
-        d_gi, d_gh, d_h0 = torch.ops.textgen_native.gru_layer_backward(d_out, d_last, hs, rz, ns, ghn, w_hh)
+        d_gi, d_gh, d_h0 = torch.ops.textgen_native.gru_layer_backward(d_out, d_last, hs, rz, ns, ghn, w_hh,
+                                                                             ctx.avx2)
         d_gh = d_gh.view(steps * batch, 3 * hidden)
         need = ctx.needs_input_grad
         d_w_hh = d_gh.t() @ hs[:steps].reshape(steps * batch, hidden) if need[2] else None

@@ -1,6 +1,6 @@
 """The CPU loops compiled: ``native/rnn_sampler.cpp`` (batch-1 GRU/LSTM sampling) and
-``native/gru_train.cpp`` (the GRU layer's training loop, ``gru_layer.py``), one library built once per
-machine.
+``native/gru_train.cpp`` (the GRU layer's training loop, ``gru_layer.py``, with the AVX2 products of
+``native/avx2_gemm.cpp``), one library built once per machine.
 
 ``fused_step.FusedRnnStep`` already makes a step few, large ops; what is left at batch 1 is the Python
 between them (about 30 ATen calls a step, each a few microseconds of interpreter). The C++ loop calls
@@ -36,8 +36,9 @@ from typing import Optional
 
 import torch
 
-# the batch-1 sampling loop, and the GRU layer's training loop (gru_layer.py): one library
-SOURCES = tuple(Path(__file__).with_name("native") / name for name in ("rnn_sampler.cpp", "gru_train.cpp"))
+# the batch-1 sampling loop, and the GRU layer's training loop (gru_layer.py) with its AVX2 products: one library
+SOURCES = tuple(Path(__file__).with_name("native") / name
+                for name in ("rnn_sampler.cpp", "gru_train.cpp", "avx2_gemm.cpp"))
 DIR_ENV, SWITCH_ENV = "TEXTGEN_NATIVE_DIR", "TEXTGEN_NATIVE"
 CHUNK = 32               # tokens per call into the loop: about 5 ms of a 2x256 LSTM on one core
 BUILD_TIMEOUT_S = 300

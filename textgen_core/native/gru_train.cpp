@@ -22,6 +22,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -36,42 +37,71 @@ void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k
                          const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
 }
 
+// native/avx2_gemm.cpp: the AVX2 products, b packed once
+namespace textgen_gemm {
+bool supported();
+int64_t packed_size(int64_t k, int64_t n);
+void pack(const float* b, int64_t k, int64_t n, int64_t row_stride, int64_t col_stride, float* packed);
+void multiply(const float* a, int64_t lda, int64_t m, const float* packed, int64_t k, int64_t n, float* c,
+              int64_t ldc);
+}  // namespace textgen_gemm
+
 namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kMatrixB = 162;
 
-// The product a (M, K) @ w, w the (K, N) right-hand matrix of every step's product. The
-// time loops make the same product with the same weights at every step: packed once a call, the
-// weights are not packed again by each product. On 2 threads that made the (64, 1024) x (1024, 3072)
-// product 1.25-1.4x (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.03-1.16x; the
-// packed buffer limits it to the larger matrices (below).
+// The product a (M, K) @ w, w the (K, N) right-hand matrix of every step's product. The time loops make
+// the same product with the same weights at every step, so the weights are packed once a call:
+// - with avx2 (the caller's choice: gru_layer.py asks for it on a CPU with AVX2 and FMA but not AVX-512),
+//   into the layout of native/avx2_gemm.cpp's kernels, which made the GRU 1024's step products 1.2-1.45x
+//   (one core) and 1.4-1.8x (two) as fast as MKL's on a 2-core AMD EPYC without AVX-512;
+// - else by MKL's packed products. On 2 threads that made the (64, 1024) x (1024, 3072) product 1.25-1.4x
+//   (AVX2) to 1.7x (AVX-512) as fast, the (32, 256) x (256, 768) one 1.03-1.16x; the packed buffer limits
+//   it to the larger matrices (below).
 template <typename scalar_t>
 struct StepProduct {
-  at::Tensor w, packed;  // packed: empty where the packed products are missing or scalar_t is not float
-  int64_t rows;          // M, the rows of every left-hand matrix
+  at::Tensor w, packed, avx2;  // packed (MKL's) or avx2 (ours): empty where unused; both for floats only
+  int64_t rows;                // M, the rows of every left-hand matrix
 
   // w (K, N) laid out row by row or column by column (a transposed view of a contiguous weight)
-  StepProduct(const at::Tensor& w_, int64_t rows_) : w(w_), rows(rows_) {
+  StepProduct(const at::Tensor& w_, int64_t rows_, bool use_avx2) : w(w_), rows(rows_) {
     if constexpr (std::is_same_v<scalar_t, float>) {
+      const int64_t k = w.size(0), n = w.size(1);
+      if (use_avx2 && textgen_gemm::supported()) {
+        avx2 = at::empty({textgen_gemm::packed_size(k, n)}, w.options());
+        textgen_gemm::pack(w.data_ptr<float>(), k, n, w.stride(0), w.stride(1), avx2.data_ptr<float>());
+        return;
+      }
       const int64_t limit = std::numeric_limits<int>::max() / 4;
       const bool by_rows = w.stride(1) == 1 && w.stride(0) >= w.size(1);
       const bool by_columns = !by_rows && w.stride(0) == 1 && w.stride(1) >= w.size(0);
       if (cblas_sgemm_pack_get_size == nullptr || cblas_sgemm_pack == nullptr || cblas_sgemm_compute == nullptr ||
-          !(by_rows || by_columns) || w.numel() > limit || rows * w.size(0) > limit || rows * w.size(1) > limit)
+          !(by_rows || by_columns) || w.numel() > limit || rows * k > limit || rows * n > limit)
         return;
-      const int m = static_cast<int>(rows), k = static_cast<int>(w.size(0)), n = static_cast<int>(w.size(1));
-      const size_t bytes = cblas_sgemm_pack_get_size(kMatrixB, m, n, k);
+      const size_t bytes = cblas_sgemm_pack_get_size(kMatrixB, static_cast<int>(rows), static_cast<int>(n),
+                                                     static_cast<int>(k));
       // MKL asks about 7.5 MB beyond the matrix at any size: many times a small matrix, whose products
       // gained least (1.03-1.16x at 256 x 768). Only where the buffer is under 2.5x the matrix.
       if (bytes > 5 * sizeof(float) * static_cast<size_t>(w.numel()) / 2) return;
       packed = at::empty({static_cast<int64_t>(bytes / sizeof(float)) + 16}, w.options());
-      cblas_sgemm_pack(kRowMajor, kMatrixB, by_rows ? kNoTrans : kTrans, m, n, k, 1.0f, w.data_ptr<float>(),
+      cblas_sgemm_pack(kRowMajor, kMatrixB, by_rows ? kNoTrans : kTrans, static_cast<int>(rows),
+                       static_cast<int>(n), static_cast<int>(k), 1.0f, w.data_ptr<float>(),
                        static_cast<int>(by_rows ? w.stride(0) : w.stride(1)), packed.data_ptr<float>());
     }
   }
 
+  // which product runs: "avx2", "mkl packed" or "mm" (for the tests)
+  const char* kind() const { return avx2.defined() ? "avx2" : packed.defined() ? "mkl packed" : "mm"; }
+
   // out (M, N) = a (M, K) @ w; the bias or the other part of a sum is added by the gate passes
   void run(at::Tensor& out, const at::Tensor& a) const {
+    const bool rows_contiguous = a.stride(1) == 1 && out.stride(1) == 1;
+    if (avx2.defined() && rows_contiguous) {
+      textgen_gemm::multiply(reinterpret_cast<const float*>(a.data_ptr()), a.stride(0), a.size(0),
+                             avx2.data_ptr<float>(), w.size(0), w.size(1), reinterpret_cast<float*>(out.data_ptr()),
+                             out.stride(0));
+      return;
+    }
     if (!packed.defined() || !a.is_contiguous() || !out.is_contiguous() || a.size(0) != rows) {
       at::mm_out(out, a, w);
       return;
@@ -149,13 +179,13 @@ constexpr int64_t kFloatsPerTask = 4096;
 int64_t rows_per_task(int64_t hidden) { return std::max<int64_t>(1, kFloatsPerTask / hidden); }
 
 template <typename scalar_t>
-void forward_loop(const at::Tensor& gi, const at::Tensor& w_hh_t, const at::Tensor& b_hh, at::Tensor& hs,
+void forward_loop(const at::Tensor& gi, const at::Tensor& w_hh_t, const at::Tensor& b_hh, bool avx2, at::Tensor& hs,
                   at::Tensor& rz, at::Tensor& ns, at::Tensor& ghn) {
   const int64_t steps = gi.size(0), batch = gi.size(1), hidden = hs.size(2);
   at::Tensor gh = at::empty({batch, 3 * hidden}, gi.options());
   const scalar_t* gh_p = gh.data_ptr<scalar_t>();
   const scalar_t* bias = b_hh.data_ptr<scalar_t>();
-  const StepProduct<scalar_t> recurrent(w_hh_t, batch);
+  const StepProduct<scalar_t> recurrent(w_hh_t, batch, avx2);
   for (int64_t t = 0; t < steps; ++t) {
     recurrent.run(gh, hs[t]);                                 // (B, 3H): W_hh h, b_hh added below
     const scalar_t* gi_p = gi.data_ptr<scalar_t>() + t * batch * 3 * hidden;
@@ -199,8 +229,10 @@ void forward_loop(const at::Tensor& gi, const at::Tensor& w_hh_t, const at::Tens
   }
 }
 
-// gi (T, B, 3H), h0 (B, H), w_hh_t (H, 3H), b_hh (3H) -> [hs, rz, ns, ghn]
-std::vector<at::Tensor> gru_layer_forward(at::Tensor gi, at::Tensor h0, at::Tensor w_hh_t, at::Tensor b_hh) {
+// gi (T, B, 3H), h0 (B, H), w_hh_t (H, 3H), b_hh (3H) -> [hs, rz, ns, ghn]; avx2: the step products
+// by avx2_gemm.cpp's kernels where this CPU has AVX2 and FMA (else, and for doubles, by torch's BLAS)
+std::vector<at::Tensor> gru_layer_forward(at::Tensor gi, at::Tensor h0, at::Tensor w_hh_t, at::Tensor b_hh,
+                                          bool avx2) {
   TORCH_CHECK(gi.dim() == 3 && h0.dim() == 2 && gi.size(1) == h0.size(0) && gi.size(2) == 3 * h0.size(1),
               "gi (T, B, 3H) and h0 (B, H)");
   gi = gi.contiguous();
@@ -211,19 +243,19 @@ std::vector<at::Tensor> gru_layer_forward(at::Tensor gi, at::Tensor h0, at::Tens
   at::Tensor ns = buffers().empty({steps, batch, hidden}, gi.options());
   at::Tensor ghn = buffers().empty({steps, batch, hidden}, gi.options());
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gru_layer_forward", [&] {
-    forward_loop<scalar_t>(gi, w_hh_t, b_hh.contiguous(), hs, rz, ns, ghn);
+    forward_loop<scalar_t>(gi, w_hh_t, b_hh.contiguous(), avx2, hs, rz, ns, ghn);
   });
   return {hs, rz, ns, ghn};
 }
 
 template <typename scalar_t>
 void backward_loop(const at::Tensor& d_out, const at::Tensor& hs, const at::Tensor& rz, const at::Tensor& ns,
-                   const at::Tensor& ghn, const at::Tensor& w_hh, at::Tensor& dh, at::Tensor& d_gi,
+                   const at::Tensor& ghn, const at::Tensor& w_hh, bool avx2, at::Tensor& dh, at::Tensor& d_gi,
                    at::Tensor& d_gh) {
   const int64_t steps = ns.size(0), batch = ns.size(1), hidden = ns.size(2);
   // dL/dh_{t-1} = direct + dh: the part that flows through z, and d_gh W_hh (made by the product)
   at::Tensor direct = at::zeros_like(dh);
-  const StepProduct<scalar_t> recurrent(w_hh, batch);
+  const StepProduct<scalar_t> recurrent(w_hh, batch, avx2);
   for (int64_t t = steps - 1; t >= 0; --t) {
     const int64_t at_t = t * batch * hidden;
     const scalar_t* d_out_p = d_out.data_ptr<scalar_t>() + at_t;
@@ -273,7 +305,7 @@ void backward_loop(const at::Tensor& d_out, const at::Tensor& hs, const at::Tens
 // -> [d_gi (T, B, 3H), d_gh (T, B, 3H), d_h0 (B, H)]
 std::vector<at::Tensor> gru_layer_backward(std::optional<at::Tensor> d_out, std::optional<at::Tensor> d_h_last,
                                            at::Tensor hs, at::Tensor rz, at::Tensor ns, at::Tensor ghn,
-                                           at::Tensor w_hh) {
+                                           at::Tensor w_hh, bool avx2) {
   const int64_t steps = ns.size(0), batch = ns.size(1), hidden = ns.size(2);
   // dh: the gradient at the last state; the loop then makes it d_gh W_hh at each step
   at::Tensor dh = d_h_last.has_value() ? d_h_last->clone(at::MemoryFormat::Contiguous) : at::zeros({batch, hidden}, ns.options());
@@ -282,14 +314,26 @@ std::vector<at::Tensor> gru_layer_backward(std::optional<at::Tensor> d_out, std:
   at::Tensor d_gi = buffers().empty({steps, batch, 3 * hidden}, ns.options());
   at::Tensor d_gh = buffers().empty({steps, batch, 3 * hidden}, ns.options());
   AT_DISPATCH_FLOATING_TYPES(ns.scalar_type(), "gru_layer_backward", [&] {
-    backward_loop<scalar_t>(outs, hs, rz, ns, ghn, w_hh.contiguous(), dh, d_gi, d_gh);
+    backward_loop<scalar_t>(outs, hs, rz, ns, ghn, w_hh.contiguous(), avx2, dh, d_gi, d_gh);
   });
   return {d_gi, d_gh, dh};
 }
 
-// whether the time loops pack w (K, N), a float matrix, for products with `rows` rows (for the tests)
-bool gru_packs_weights(const at::Tensor& w, int64_t rows) {
-  return StepProduct<float>(w, rows).packed.defined();
+// which product the time loops make with w (K, N), a float matrix, for `rows` rows (for the tests)
+std::string gru_step_product(const at::Tensor& w, int64_t rows, bool avx2) {
+  return StepProduct<float>(w, rows, avx2).kind();
+}
+
+// a (M, K) @ b (K, N), floats, by avx2_gemm.cpp's kernels (for the tests); an error without AVX2 and FMA
+at::Tensor avx2_matmul(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK(textgen_gemm::supported(), "this CPU lacks AVX2 or FMA");
+  TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(0) && a.scalar_type() == at::kFloat &&
+                  b.scalar_type() == at::kFloat, "a (M, K) and b (K, N), floats");
+  const at::Tensor rows = a.stride(1) == 1 ? a : a.contiguous();
+  const StepProduct<float> product(b, rows.size(0), true);
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  product.run(out, rows);
+  return out;
 }
 
 // drops the kept buffers no tensor uses; returns the bytes freed
@@ -299,9 +343,11 @@ int64_t gru_release_buffers() { return buffers().release(); }
 
 TORCH_LIBRARY_FRAGMENT(textgen_native, m) {
   m.def("gru_release_buffers() -> int", &gru_release_buffers);
-  m.def("gru_packs_weights(Tensor w, int rows) -> bool", &gru_packs_weights);
-  m.def("gru_layer_forward(Tensor gi, Tensor h0, Tensor w_hh_t, Tensor b_hh) -> Tensor[]", &gru_layer_forward);
+  m.def("gru_step_product(Tensor w, int rows, bool avx2) -> str", &gru_step_product);
+  m.def("avx2_matmul(Tensor a, Tensor b) -> Tensor", &avx2_matmul);
+  m.def("gru_layer_forward(Tensor gi, Tensor h0, Tensor w_hh_t, Tensor b_hh, bool avx2) -> Tensor[]",
+        &gru_layer_forward);
   m.def("gru_layer_backward(Tensor? d_out, Tensor? d_h_last, Tensor hs, Tensor rz, Tensor ns, Tensor ghn, "
-        "Tensor w_hh) -> Tensor[]",
+        "Tensor w_hh, bool avx2) -> Tensor[]",
         &gru_layer_backward);
 }
