@@ -6,7 +6,8 @@ accumulation at every step. Here the input projection of all steps is one produc
 time loop is one autograd node: the loop runs in C++ (a recurrent product and a pass over the gates per
 step), and its backward forms the recurrent weights' gradients as single products over the sequence.
 The first layer's input projection is a lookup in a per-id table when the model gives the ids
-(``gru_from_ids``).
+(``gru_from_ids``). On a CPU with AVX2 and FMA but no AVX-512, the loop's step products run on the
+project's own AVX2 kernels (``native/avx2_gemm.cpp``, ``devices.cpu_prefers_avx2_products``), elsewhere on MKL.
 
 It computes what ``nn.GRU`` does, with the module's own weights (so checkpoints are unchanged), to
 float rounding (``tests/test_gru_layer.py``). ``RNNLanguageModel`` uses it to train a GRU on the CPU
@@ -42,7 +43,7 @@ class _GruLoop(torch.autograd.Function):
         hs, rz, ns, ghn, w_hh = ctx.saved_tensors
         steps, batch, hidden = ns.shape
         d_gi, d_gh, d_h0 = torch.ops.textgen_native.gru_layer_backward(d_out, d_last, hs, rz, ns, ghn, w_hh,
-                                                                             ctx.avx2)
+                                                                       ctx.avx2)
         d_gh = d_gh.view(steps * batch, 3 * hidden)
         need = ctx.needs_input_grad
         d_w_hh = d_gh.t() @ hs[:steps].reshape(steps * batch, hidden) if need[2] else None
